@@ -1,0 +1,177 @@
+"""Command line: argv -> Config -> run -> exit status. The only module that uses click.
+
+Exit status: 0 all eligible files shipped (or nothing to do); 1 a file, deletion or spool dir
+failed, or the run stopped on a fatal S3 error; 2 usage or configuration error (nothing was
+touched); 128+N when stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from spool_tool import __version__
+from spool_tool.config import (
+    CHECKSUMS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    Config,
+    S3Options,
+    parse_destination,
+)
+from spool_tool.errors import ConfigError
+from spool_tool.keys import KeyTemplate
+from spool_tool.observe.logs import LogHandler, LogWriter, level_for
+
+PROG = "spool_tool"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, option: str) -> int:
+    """``8388608``, ``8MiB``, ``8M``, ``512KiB`` -> bytes (binary units)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ConfigError(f"invalid {option} {text!r}: expected bytes or a size like 8MiB")
+    number, unit = int(match.group(1)), (match.group(2) or "b").lower()[:1]
+    return number * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def _checksum_default() -> str:
+    import os  # noqa: PLC0415
+
+    # botocore's own switch: stores that reject the newer checksum headers set this.
+    if os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").lower() == "when_required":
+        return "off"
+    return "sha256"
+
+
+CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--help"]}
+
+
+@click.command(
+    context_settings=CONTEXT,
+    epilog="Every option can also be set as SPOOL_TOOL_<OPTION> (e.g. SPOOL_TOOL_HOLD_FOR=5).",
+)
+@click.argument("paths", nargs=-1, metavar="SPOOL_DIR... DESTINATION")
+@click.option("--hold-for", type=float, default=0.0, show_default=True, metavar="MINUTES",
+              help="Upload a file only once it is unmodified for this long.")
+@click.option("--delete-after", type=float, default=60.0, show_default=True, metavar="MINUTES",
+              help="Cleanup deletes completed files older than this (0 deletes all).")
+@click.option("--format", "template", default="{fname}", show_default=True, metavar="TEMPLATE",
+              help="Object key template relative to the destination prefix.")
+@click.option("--dry-run", is_flag=True, help="Print what would be uploaded/deleted; change nothing.")
+@click.option("--no-upload", is_flag=True, help="Skip the upload phase.")
+@click.option("--no-cleanup", is_flag=True, help="Skip the cleanup phase.")
+@click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
+              metavar="N", help="Uploads in flight at once.")
+@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, R2...).")
+@click.option("--region", metavar="REGION", help="AWS region (default: boto3's configuration).")
+@click.option("--profile", metavar="PROFILE", help="AWS shared-config profile.")
+@click.option("--checksum", type=click.Choice(CHECKSUMS), default=_checksum_default,
+              show_default="sha256", help="Integrity checksum S3 verifies; 'off' sends "
+              "Content-MD5 instead (for stores that reject x-amz-checksum headers).")
+@click.option("--no-clobber", is_flag=True,
+              help="Never replace an existing object (conditional write If-None-Match: *).")
+@click.option("--addressing-style", type=click.Choice(["auto", "path", "virtual"]),
+              default="auto", show_default=True, help="S3 bucket addressing style.")
+@click.option("--multipart-threshold", default=str(DEFAULT_MULTIPART_THRESHOLD >> 20) + "MiB",
+              show_default=True, metavar="SIZE", help="Files this large use multipart upload.")
+@click.option("--part-size", default=str(DEFAULT_PART_SIZE >> 20) + "MiB", show_default=True,
+              metavar="SIZE", help="Multipart part size (>= 5MiB).")
+@click.option("--max-attempts", type=int, default=5, show_default=True, metavar="N",
+              help="Attempts per S3 request (botocore standard retry mode, with backoff).")
+@click.option("-v", "--verbose", count=True, help="More output (-v: debug).")
+@click.option("-q", "--quiet", count=True, help="Less output (-q: warnings, -qq: errors).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log line format on stderr.")
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def command(paths: tuple[str, ...], **options: Any) -> int:
+    """Upload eligible files from SPOOL_DIR/new to DESTINATION (s3://BUCKET[/PREFIX] or noop),
+    move each to SPOOL_DIR/completed once S3 confirmed it, then delete old completed files."""
+    config = build_config(paths, options)
+    writer = LogWriter(fmt=options["log_format"], level=level_for(options["verbose"],
+                                                                  options["quiet"]))
+    _route_library_logs(writer)
+    if not config.template.is_unique_per_file:
+        writer.write(logging.WARNING, "config",
+                     f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
+                     "files may overwrite each other's objects")
+    from spool_tool.job import run  # noqa: PLC0415 - keep --help fast
+
+    summary = run(config, [writer])
+    if summary.signal is not None:
+        return 128 + summary.signal
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def build_config(paths: tuple[str, ...], options: dict[str, Any]) -> Config:
+    if len(paths) < 2:  # noqa: PLR2004
+        raise ConfigError("expected SPOOL_DIR [SPOOL_DIR ...] DESTINATION")
+    *spools, destination = paths
+    s3 = S3Options(
+        endpoint_url=options["endpoint_url"] or None,
+        region=options["region"] or None,
+        profile=options["profile"] or None,
+        checksum=options["checksum"],
+        no_clobber=options["no_clobber"],
+        addressing_style=options["addressing_style"],
+        multipart_threshold=parse_size(options["multipart_threshold"], "--multipart-threshold"),
+        part_size=parse_size(options["part_size"], "--part-size"),
+        max_attempts=options["max_attempts"],
+    )
+    if s3.max_attempts < 1:
+        raise ConfigError(f"invalid --max-attempts {s3.max_attempts}: must be >= 1")
+    return Config(
+        spool_dirs=tuple(Path(p) for p in spools),
+        destination=parse_destination(destination),
+        template=KeyTemplate.parse(options["template"]),
+        hold_for=options["hold_for"],
+        delete_after=options["delete_after"],
+        dry_run=options["dry_run"],
+        upload=not options["no_upload"],
+        cleanup=not options["no_cleanup"],
+        concurrency=options["concurrency"],
+        s3=s3,
+    )
+
+
+def _route_library_logs(writer: LogWriter) -> None:
+    root = logging.getLogger("spool_tool")
+    root.handlers[:] = [LogHandler(writer)]
+    root.setLevel(writer.level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (tests call it directly)."""
+    try:
+        result = command.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        return _usage_error(exc.format_message())
+    except click.exceptions.Abort:
+        return 130
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+    except click.ClickException as exc:
+        return _usage_error(exc.format_message())
+    if isinstance(result, int):
+        return result
+    return EXIT_OK  # --help / --version
+
+
+def _usage_error(message: str) -> int:
+    text = " ".join(message.split())
+    sys.stderr.write(f"{PROG}: error: {text} (see {PROG} --help)\n")
+    return EXIT_USAGE

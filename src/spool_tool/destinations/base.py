@@ -1,0 +1,45 @@
+"""The contract every destination implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from spool_tool.config import DestinationURI
+    from spool_tool.spoolfs import Source
+
+UploadIdRecorder = Callable[[str | None], None]
+"""Called with a multipart UploadId as soon as S3 hands it out, and with None once it is
+completed or aborted; the journal persists it so a rerun can abort an orphan."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    key: str
+    size: int
+    etag: str | None = None
+    checksum: str | None = None  # "ALGORITHM:base64value" as S3 confirmed it
+
+
+class Destination(Protocol):
+    """Where files go. Errors raised are ``spool_tool.errors`` classes, never library ones.
+
+    ``upload`` must not return before the destination confirmed the complete object; it reads
+    the source only through ``source`` (an fd opened with O_NOFOLLOW) and never closes it.
+    """
+
+    uri: DestinationURI
+
+    async def preflight(self) -> None:
+        """Fail fast (``FatalError``) when no upload can succeed: no bucket, unreachable."""
+
+    async def upload(
+        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+    ) -> UploadResult: ...
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload left by an earlier, killed run."""
+
+    async def close(self) -> None: ...

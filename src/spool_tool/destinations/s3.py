@@ -1,0 +1,229 @@
+"""``s3://BUCKET/PREFIX/`` through boto3: credentials, checksums, multipart, error translation.
+
+Single PUTs carry a checksum S3 verifies (``x-amz-checksum-*``, or ``Content-MD5`` when the
+checksum is ``off`` for stores that reject the newer headers). Large files use multipart with
+per-part checksums; the UploadId is handed to the journal before any part is sent and the upload
+is aborted on any failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+
+from spool_tool.destinations.base import UploadIdRecorder, UploadResult
+from spool_tool.destinations.s3errors import translate
+from spool_tool.errors import ConfigError, FatalError, FileError, SpoolToolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mypy_boto3_s3 import S3Client
+
+    from spool_tool.config import DestinationURI, S3Options
+    from spool_tool.spoolfs import Source
+
+PARTS_IN_FLIGHT_PER_FILE = 4
+
+
+def make_session(options: S3Options) -> boto3.Session:
+    try:
+        return boto3.Session(profile_name=options.profile, region_name=options.region)
+    except ProfileNotFound as exc:
+        raise ConfigError(f"--profile {options.profile!r}: no such AWS profile") from exc
+
+
+def make_client(options: S3Options, pool_size: int) -> S3Client:
+    session = make_session(options)
+    config = botocore.config.Config(
+        retries={"mode": "standard", "total_max_attempts": options.max_attempts},
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        max_pool_connections=pool_size,
+        s3={"addressing_style": options.addressing_style},
+        request_checksum_calculation="when_required" if options.checksum == "off" else None,
+        user_agent_extra="spool_tool",
+    )
+    try:
+        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+    except (BotoCoreError, ValueError) as exc:
+        raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+
+
+def _md5_b64(data: bytes | memoryview) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+class S3Destination:
+    def __init__(self, uri: DestinationURI, options: S3Options, *, concurrency: int) -> None:
+        self.uri = uri
+        self.options = options
+        self.bucket = uri.bucket
+        self.client = make_client(options, pool_size=concurrency + PARTS_IN_FLIGHT_PER_FILE * 4)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3")
+        self._parts = ThreadPoolExecutor(
+            max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
+        )
+        self._algorithm = None if options.checksum == "off" else options.checksum.upper()
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def preflight(self) -> None:
+        await self._run(self._preflight)
+
+    def _preflight(self) -> None:
+        where = f"s3://{self.bucket}"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status == 404:  # noqa: PLR2004
+                raise FatalError(f"{where}: NoSuchBucket: the bucket does not exist") from exc
+            if status in {301, 400}:
+                raise translate(exc, where) from exc
+            # 403: a least-privilege policy may not allow s3:ListBucket; PUT will tell.
+        except Exception as exc:
+            raise translate(exc, where) from exc
+
+    async def upload(
+        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+    ) -> UploadResult:
+        if source.size >= self.options.multipart_threshold:
+            return await self._run(lambda: self._multipart(source, key, record_upload_id))  # type: ignore[no-any-return]
+        return await self._run(lambda: self._put(source, key))  # type: ignore[no-any-return]
+
+    def _checksum_args(self, data: bytes | memoryview) -> dict[str, str]:
+        if self._algorithm is None:
+            return {"ContentMD5": _md5_b64(data)}
+        return {"ChecksumAlgorithm": self._algorithm}
+
+    def _confirmed_checksum(self, response: Any) -> str | None:
+        if self._algorithm is None:
+            return None
+        value = response.get(f"Checksum{self._algorithm}")
+        return f"{self._algorithm}:{value}" if value else None
+
+    def _put(self, source: Source, key: str) -> UploadResult:
+        where = self.uri.uri_for(key)
+        try:
+            data = source.read_all()
+            extra: dict[str, Any] = self._checksum_args(data)
+            if self.options.no_clobber:
+                extra["IfNoneMatch"] = "*"
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except Exception as exc:
+            raise translate(exc, where) from exc
+        return UploadResult(
+            key, len(data), response.get("ETag"), self._confirmed_checksum(response)
+        )
+
+    def _multipart(
+        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+    ) -> UploadResult:
+        where = self.uri.uri_for(key)
+        extra: dict[str, Any] = {}
+        if self._algorithm is not None:
+            extra["ChecksumAlgorithm"] = self._algorithm
+        try:
+            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
+        except Exception as exc:
+            raise translate(exc, where) from exc
+        upload_id = created["UploadId"]
+        record_upload_id(upload_id)
+        try:
+            parts = self._send_parts(source, key, upload_id)
+            complete: dict[str, Any] = {}
+            if self.options.no_clobber:
+                complete["IfNoneMatch"] = "*"
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **complete,
+            )
+        except BaseException as exc:
+            self._abort_quietly(key, upload_id)
+            record_upload_id(None)
+            if isinstance(exc, Exception):
+                raise translate(exc, where) from exc
+            raise
+        record_upload_id(None)
+        return UploadResult(
+            key, source.size, response.get("ETag"), self._confirmed_checksum(response)
+        )
+
+    def _send_parts(self, source: Source, key: str, upload_id: str) -> list[dict[str, Any]]:
+        part_size = self.options.part_size
+        offsets = list(range(0, max(source.size, 1), part_size))
+        parts: list[dict[str, Any]] = []
+        # A bounded window of parts in flight: memory stays at window * part_size.
+        for start in range(0, len(offsets), PARTS_IN_FLIGHT_PER_FILE):
+            window = offsets[start : start + PARTS_IN_FLIGHT_PER_FILE]
+            futures = [
+                self._parts.submit(
+                    self._send_part, source, key, upload_id, start + i + 1, offset
+                )
+                for i, offset in enumerate(window)
+            ]
+            parts.extend(f.result() for f in futures)
+        return parts
+
+    def _send_part(
+        self, source: Source, key: str, upload_id: str, number: int, offset: int
+    ) -> dict[str, Any]:
+        length = min(self.options.part_size, source.size - offset)
+        data = os.pread(source.fd, length, offset)
+        if len(data) != length:
+            raise FileError(f"{source.path}: file shrank while uploading")
+        response = self.client.upload_part(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            **self._checksum_args(data),
+        )
+        part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
+        if self._algorithm is not None:
+            field = f"Checksum{self._algorithm}"
+            part[field] = response[field]  # type: ignore[literal-required]
+        return part
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (BotoCoreError, ClientError):
+            pass  # the journal still holds the id; the next run retries the abort
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        def abort() -> None:
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    return  # already gone: completed or aborted
+                raise translate(exc, self.uri.uri_for(key)) from exc
+            except Exception as exc:
+                raise translate(exc, self.uri.uri_for(key)) from exc
+
+        await self._run(abort)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._parts.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+
+__all__ = ["S3Destination", "SpoolToolError"]

@@ -1,0 +1,191 @@
+"""One run: the upload phase over every spool, then the cleanup phase. The library entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from spool_tool.cleanup import delete_expired
+from spool_tool.destinations import make_destination
+from spool_tool.errors import FatalError
+from spool_tool.events import (
+    EntrySkipped,
+    EventBus,
+    Listener,
+    RunFinished,
+    RunStopped,
+    SpoolSkipped,
+    SpoolStarted,
+    Summary,
+    WouldUpload,
+)
+from spool_tool.journal import Journal, SpoolBusyError
+from spool_tool.keys import FileFacts, creation_time, full_key, normalise_spool_dir
+from spool_tool.pipeline import RunControl, SpoolUploader, recover
+from spool_tool.scan import iter_eligible
+from spool_tool.spoolfs import SpoolFS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from spool_tool.config import Config
+    from spool_tool.destinations.base import Destination
+
+log = logging.getLogger(__name__)
+
+
+def run(config: Config, listeners: list[Listener] | None = None) -> Summary:
+    """Run both phases once; return the summary (``summary.ok`` decides exit 0 or 1)."""
+    bus = EventBus(listeners)
+    control = RunControl()
+    started = time.monotonic()
+    asyncio.run(_run(config, bus, control))
+    bus.summary.seconds = time.monotonic() - started
+    bus.summary.signal = control.signal
+    bus.emit(RunFinished(bus.summary))
+    return bus.summary
+
+
+async def _run(config: Config, bus: EventBus, control: RunControl) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, bus, control)
+    destination: Destination | None = None
+    if config.upload and not config.dry_run:
+        destination = make_destination(config)
+    try:
+        if config.upload:
+            await _upload_phase(config, bus, control, destination)
+        if config.cleanup and control.signal is None:
+            _cleanup_phase(config, bus, control)
+    finally:
+        if destination is not None:
+            await destination.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _on_signal(signum: int, bus: EventBus, control: RunControl) -> None:
+    name = signal.Signals(signum).name
+    if control.stop_reason is None:
+        reason = f"received {name}: finishing uploads in flight, claiming no more"
+        control.stop(reason)
+        control.signal = signum
+        bus.emit(RunStopped(reason))
+
+
+async def _upload_phase(
+    config: Config, bus: EventBus, control: RunControl, destination: Destination | None
+) -> None:
+    checked = False
+    for spool in config.spool_dirs:
+        if control.stop_reason:
+            return
+        new = spool / "new"
+        if not new.is_dir():
+            bus.emit(SpoolSkipped(spool, f"{spool}: no such spool directory ({new} missing)", True))
+            continue
+        bus.emit(SpoolStarted(spool, "upload"))
+        if destination is None:
+            _dry_run_uploads(config, spool, bus)
+            continue
+        try:
+            journal = Journal.open(spool)
+        except SpoolBusyError:
+            bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
+            continue
+        except FatalError as exc:
+            bus.emit(SpoolSkipped(spool, str(exc), True))
+            continue
+        with journal:
+            fs = SpoolFS()
+            fs.ensure_dir(spool / "completed")
+            candidates = iter_eligible(
+                new,
+                hold_for_seconds=config.hold_for * 60,
+                now=time.time(),
+                on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
+            )
+            first = next(candidates, None)
+            if first is None and not journal.claims:
+                continue
+            try:
+                if not checked:
+                    await destination.preflight()
+                    checked = True
+                await recover(journal, destination, new, bus)
+            except FatalError as exc:
+                control.stop(str(exc))
+                control.fatal = True
+                bus.emit(RunStopped(str(exc)))
+                return
+            if first is None:
+                continue
+            uploader = SpoolUploader(spool, journal, destination, config, bus, control, fs)
+            await uploader.run(itertools.chain([first], candidates))
+
+
+def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
+    journal = Journal.read_only(spool)
+    now = time.time()
+    token = normalise_spool_dir(str(spool))
+    for candidate in iter_eligible(
+        spool / "new",
+        hold_for_seconds=config.hold_for * 60,
+        now=now,
+        on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
+    ):
+        claim = journal.get(candidate.name) if journal else None
+        if claim is not None and (claim.dev, claim.ino) == (candidate.st.st_dev, candidate.st.st_ino):
+            key = claim.key
+        else:
+            facts = FileFacts(
+                candidate.name, token, candidate.st.st_mtime, creation_time(candidate.st), now
+            )
+            try:
+                key = full_key(config.destination.prefix, config.template.render(facts))
+            except Exception as exc:  # noqa: BLE001 - reported, like a real run would
+                bus.emit(EntrySkipped(candidate.path, f"would fail: {exc}"))
+                continue
+        bus.emit(WouldUpload(candidate.path, config.destination.uri_for(key)))
+    if journal is not None:
+        journal.close()
+
+
+def _cleanup_phase(config: Config, bus: EventBus, control: RunControl) -> None:
+    for spool in config.spool_dirs:
+        if control.signal is not None:
+            return
+        completed = spool / "completed"
+        if not completed.is_dir():
+            continue
+        bus.emit(SpoolStarted(spool, "cleanup"))
+        fs = SpoolFS(dry_run=config.dry_run)
+        journal: Journal | None = None
+        if not config.dry_run:
+            try:
+                journal = Journal.open(spool)
+            except SpoolBusyError:
+                bus.emit(
+                    SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False)
+                )
+                continue
+            except FatalError as exc:
+                bus.emit(SpoolSkipped(spool, str(exc), True))
+                continue
+        try:
+            delete_expired(
+                completed,
+                delete_after_seconds=config.delete_after * 60,
+                now=time.time(),
+                fs=fs,
+                bus=bus,
+                journal=journal,
+            )
+        finally:
+            if journal is not None:
+                journal.close()

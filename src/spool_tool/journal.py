@@ -1,0 +1,277 @@
+"""Crash-safe per-spool state: the lock, claims with fixed keys, open multipart uploads, ledger.
+
+Lives in ``SPOOL_DIR/.spool_tool/`` as an SQLite database (WAL mode) plus a lock file.
+
+* **Lock**: one spool_tool process works on a spool at a time (``flock`` on ``lock``); another
+  process skips the spool with a notice. The kernel drops the lock when a process dies.
+* **Claims**: a file's key is rendered once, at its first claim, and committed durably
+  (``synchronous=FULL``) *before* any byte is sent; a rerun after a crash finds the claim and
+  uploads to the same key. Claims are written in batches: one fsync per batch, not per file.
+* **Uploads**: a multipart UploadId is committed as soon as S3 hands it out, so a rerun after
+  SIGKILL can abort it. A file whose upload completed is marked ``uploaded`` (batched) so a
+  rerun only moves it when it is unchanged.
+* **Ledger**: one row per completed file (name in ``completed/``, key, size, ETag, checksum),
+  removed when cleanup deletes the file; used by ``--verify-before-delete`` and ``--status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from spool_tool.errors import FatalError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    name       BLOB PRIMARY KEY,   -- os.fsencode(file name in new/)
+    dev        INTEGER NOT NULL,
+    ino        INTEGER NOT NULL,
+    key        TEXT NOT NULL,      -- fixed at first claim, reused by every rerun
+    claimed_at REAL NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'claimed',   -- claimed | uploaded
+    size       INTEGER,            -- identity of the file as uploaded (state = uploaded)
+    mtime_ns   INTEGER,
+    upload_id  TEXT,               -- open multipart upload, if any
+    etag       TEXT,
+    checksum   TEXT
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    name        BLOB PRIMARY KEY,  -- os.fsencode(file name in completed/)
+    key         TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT,
+    checksum    TEXT,
+    uploaded_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    name: str
+    dev: int
+    ino: int
+    key: str
+    state: str = "claimed"
+    size: int | None = None
+    mtime_ns: int | None = None
+    upload_id: str | None = None
+    etag: str | None = None
+    checksum: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What the ledger records once a file is in ``completed/``."""
+
+    new_name: str
+    completed_name: str
+    key: str
+    size: int
+    etag: str | None
+    checksum: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    key: str
+    size: int
+    etag: str | None
+    checksum: str | None
+
+
+class SpoolBusyError(Exception):
+    """Another spool_tool process holds this spool's lock."""
+
+
+def _enc(name: str) -> bytes:
+    return os.fsencode(name)
+
+
+def _dec(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+class Journal:
+    """Open with ``Journal.open(spool_dir)`` (takes the lock) or ``Journal.read_only``."""
+
+    def __init__(self, db: sqlite3.Connection, lock_fd: int | None) -> None:
+        self._db = db
+        self._lock_fd = lock_fd
+        # Multipart UploadIds are recorded from upload threads: serialise all access.
+        self._mutex = threading.RLock()
+        self._claims: dict[str, Claim] = {}
+        for row in db.execute(
+            "SELECT name, dev, ino, key, state, size, mtime_ns, upload_id, etag, checksum "
+            "FROM claims"
+        ):
+            claim = Claim(_dec(row[0]), *row[1:])
+            self._claims[claim.name] = claim
+
+    @classmethod
+    def open(cls, spool_dir: Path) -> Self:
+        state = spool_dir / ".spool_tool"
+        try:
+            state.mkdir(exist_ok=True)
+            lock_fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise FatalError(f"{spool_dir}: cannot create state directory: {exc.strerror}") from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(lock_fd)
+            raise SpoolBusyError(str(spool_dir)) from exc
+        try:
+            db = sqlite3.connect(
+                state / "journal.sqlite3", isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            os.close(lock_fd)
+            raise FatalError(f"{spool_dir}: cannot open the journal: {exc}") from exc
+        return cls(db, lock_fd)
+
+    @classmethod
+    def read_only(cls, spool_dir: Path) -> Self | None:
+        """For ``--dry-run`` and ``--status``: read existing state, create nothing, no lock."""
+        path = spool_dir / ".spool_tool" / "journal.sqlite3"
+        if not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            db.execute("SELECT 1 FROM claims LIMIT 1")
+        except sqlite3.Error:
+            return None
+        return cls(db, None)
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- claims -------------------------------------------------------------------------------
+
+    @property
+    def claims(self) -> dict[str, Claim]:
+        return self._claims
+
+    def get(self, name: str) -> Claim | None:
+        return self._claims.get(name)
+
+    def add_claims(self, claims: Iterable[Claim]) -> None:
+        """Commit new claims durably, in one transaction (one fsync)."""
+        batch = list(claims)
+        if not batch:
+            return
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO claims (name, dev, ino, key, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(_enc(c.name), c.dev, c.ino, c.key, now) for c in batch],
+            )
+        for c in batch:
+            self._claims[c.name] = c
+
+    def drop_claims(self, names: Iterable[str]) -> None:
+        batch = [n for n in names if n in self._claims]
+        if not batch:
+            return
+        with self._transaction() as db:
+            db.executemany("DELETE FROM claims WHERE name = ?", [(_enc(n),) for n in batch])
+        for n in batch:
+            del self._claims[n]
+
+    def set_upload_id(self, name: str, upload_id: str | None) -> None:
+        """Record (or clear) an open multipart upload; committed at once."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE claims SET upload_id = ? WHERE name = ?", (upload_id, _enc(name))
+            )
+            self._claims[name] = dataclasses.replace(self._claims[name], upload_id=upload_id)
+
+    def mark_uploaded(
+        self, name: str, size: int, mtime_ns: int, etag: str | None, checksum: str | None
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE claims SET state = 'uploaded', size = ?, mtime_ns = ?, etag = ?, "
+                "checksum = ?, upload_id = NULL WHERE name = ?",
+                (size, mtime_ns, etag, checksum, _enc(name)),
+            )
+            self._claims[name] = dataclasses.replace(
+                self._claims[name],
+                state="uploaded",
+                size=size,
+                mtime_ns=mtime_ns,
+                etag=etag,
+                checksum=checksum,
+                upload_id=None,
+            )
+
+    def complete(self, done: Iterable[Completion]) -> None:
+        """Files are in ``completed/`` (and the directories fsynced): drop their claims and
+        record them in the ledger, in one transaction."""
+        batch = list(done)
+        if not batch:
+            return
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM claims WHERE name = ?", [(_enc(c.new_name),) for c in batch]
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO ledger (name, key, size, etag, checksum, uploaded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (_enc(c.completed_name), c.key, c.size, c.etag, c.checksum, now)
+                    for c in batch
+                ],
+            )
+        for c in batch:
+            self._claims.pop(c.new_name, None)
+
+    # -- ledger -------------------------------------------------------------------------------
+
+    def ledger_entry(self, completed_name: str) -> LedgerEntry | None:
+        row = self._db.execute(
+            "SELECT key, size, etag, checksum FROM ledger WHERE name = ?",
+            (_enc(completed_name),),
+        ).fetchone()
+        return None if row is None else LedgerEntry(*row)
+
+    def forget_completed(self, names: Iterable[str]) -> None:
+        batch = [(_enc(n),) for n in names]
+        if batch:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM ledger WHERE name = ?", batch)
+

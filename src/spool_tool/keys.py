@@ -1,0 +1,150 @@
+"""Object key templates: parsed and validated once, rendered per file.
+
+The template is a ``str.format``-style string restricted to a whitelist of bare field names:
+no positional fields, attribute or index access, conversions or format specs.
+"""
+
+from __future__ import annotations
+
+import socket
+import string
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from spool_tool.errors import ConfigError, FileError
+
+if TYPE_CHECKING:
+    import os
+
+MAX_KEY_BYTES = 1024
+
+_TIME_PARTS = ("YYYY", "MM", "DD", "hh", "mm", "ss")
+TIME_TOKENS = tuple(f"{kind}_{part}" for kind in ("m", "c") for part in _TIME_PARTS)
+TOKENS: tuple[str, ...] = (*TIME_TOKENS, "uuid1", "uuid4", "fname", "now", "spool_dir", "hostname")
+# Tokens whose value is never empty: a template with one of them cannot render an empty key.
+_NEVER_EMPTY = frozenset(TOKENS) - {"spool_dir"}
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a key may be built from, gathered when the file is claimed."""
+
+    name: str
+    spool_dir: str
+    mtime: float
+    ctime: float
+    now: float
+
+
+def short_hostname() -> str:
+    return socket.gethostname().split(".", 1)[0]
+
+
+def creation_time(st: os.stat_result) -> float:
+    """Birth time where the platform reports it (BSD, macOS), else the inode change time.
+
+    On Linux, Python's ``os.stat`` has no birth time, so ``c_*`` tokens use ``st_ctime``.
+    """
+    birth: float | None = getattr(st, "st_birthtime", None)
+    return birth if birth is not None else st.st_ctime
+
+
+def normalise_spool_dir(given: str) -> str:
+    """``/var/spool/app/`` -> ``var/spool/app`` (normalised, slashes stripped at both ends)."""
+    import posixpath  # noqa: PLC0415 - tiny, and only here
+
+    return posixpath.normpath(given).strip("/")
+
+
+@dataclass(frozen=True)
+class KeyTemplate:
+    text: str
+    fields: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> KeyTemplate:
+        valid = ", ".join(TOKENS)
+        fields: set[str] = set()
+        literal = ""
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise ConfigError(f"invalid --format {text!r}: {exc} (valid tokens: {valid})") from exc
+        for lit, field, spec, conversion in parsed:
+            literal += lit
+            if field is None:
+                continue
+            if field == "" or field.isdigit():
+                raise ConfigError(
+                    f"invalid --format {text!r}: positional field '{{{field}}}' is not allowed "
+                    f"(valid tokens: {valid})"
+                )
+            if field not in TOKENS:
+                raise ConfigError(
+                    f"invalid --format {text!r}: unknown token {{{field}}} (valid tokens: {valid})"
+                )
+            if conversion or spec:
+                raise ConfigError(
+                    f"invalid --format {text!r}: conversions and format specs are not allowed "
+                    f"in {{{field}}}"
+                )
+            fields.add(field)
+        if not literal and not (fields & _NEVER_EMPTY):
+            raise ConfigError(f"invalid --format {text!r}: it can render an empty key")
+        if text.startswith("/"):
+            raise ConfigError(f"invalid --format {text!r}: a key must not start with '/'")
+        return cls(text, frozenset(fields))
+
+    @property
+    def is_unique_per_file(self) -> bool:
+        """False when two files could render the same key (e.g. a constant template)."""
+        return bool(self.fields & {"fname", "uuid1", "uuid4"})
+
+    def render(self, facts: FileFacts) -> str:
+        values: dict[str, str] = {}
+        for kind, stamp in (("m", facts.mtime), ("c", facts.ctime)):
+            if any(f.startswith(f"{kind}_") for f in self.fields):
+                dt = datetime.fromtimestamp(stamp, tz=UTC)
+                values[f"{kind}_YYYY"] = f"{dt.year:04d}"
+                values[f"{kind}_MM"] = f"{dt.month:02d}"
+                values[f"{kind}_DD"] = f"{dt.day:02d}"
+                values[f"{kind}_hh"] = f"{dt.hour:02d}"
+                values[f"{kind}_mm"] = f"{dt.minute:02d}"
+                values[f"{kind}_ss"] = f"{dt.second:02d}"
+        if "uuid1" in self.fields:
+            values["uuid1"] = str(uuid.uuid1())
+        if "uuid4" in self.fields:
+            values["uuid4"] = str(uuid.uuid4())
+        if "hostname" in self.fields:
+            values["hostname"] = short_hostname()
+        values["fname"] = facts.name
+        values["now"] = str(int(facts.now))
+        values["spool_dir"] = facts.spool_dir
+        return self.text.format_map(values)
+
+
+def full_key(prefix: str, rendered: str) -> str:
+    """Join the destination prefix (a directory, may be empty) and a rendered key; validate it.
+
+    Raises ``FileError`` for a key S3 cannot hold: empty, leading ``/``, over 1024 bytes,
+    not valid UTF-8 (an undecodable file name), or with control characters.
+    """
+    key = f"{prefix}{rendered}"
+    if not rendered or rendered.startswith("/"):
+        raise FileError(f"rendered key {key!r} is empty or starts with '/'")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FileError(f"file name is not valid UTF-8, cannot build a key ({key!r})") from exc
+    if len(encoded) > MAX_KEY_BYTES:
+        raise FileError(f"key is {len(encoded)} bytes, over S3's {MAX_KEY_BYTES}-byte limit")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):  # noqa: PLR2004 - ASCII controls
+        raise FileError(f"key {key!r} contains control characters; rename the file")
+    return key
+
+
+def current_time() -> float:
+    return time.time()

@@ -1,0 +1,126 @@
+"""Log lines for every event, as text or one JSON object per line, on stderr.
+
+Dry-run intentions ("would upload", "would delete") are the command's output and go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from spool_tool.events import (
+    DeleteFailed,
+    EntrySkipped,
+    Event,
+    FileDeleted,
+    FileFailed,
+    FileMoved,
+    FileUploaded,
+    RunFinished,
+    RunStopped,
+    SpoolSkipped,
+    SpoolStarted,
+    WouldUpload,
+)
+
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+
+
+def level_for(verbose: int, quiet: int) -> int:
+    """-v: debug; default: info; -q: warnings and errors; -qq: errors only."""
+    return max(DEBUG, min(ERROR, INFO - 10 * verbose + 10 * quiet))
+
+
+def _safe(path: object) -> str:
+    """File names may hold undecodable bytes (surrogate escapes): show them escaped."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class LogWriter:
+    """An event listener and a ``logging.Handler`` target: one line per record."""
+
+    def __init__(
+        self,
+        *,
+        fmt: str = "text",
+        level: int = INFO,
+        stream: IO[str] | None = None,
+        out: IO[str] | None = None,
+    ) -> None:
+        self.fmt = fmt
+        self.level = level
+        self.stream = stream if stream is not None else sys.stderr
+        self.out = out if out is not None else sys.stdout
+
+    def write(self, level: int, event: str, message: str, **fields: Any) -> None:
+        if level < self.level:
+            return
+        if self.fmt == "json":
+            record: dict[str, Any] = {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "level": logging.getLevelName(level).lower(),
+                "event": event,
+                **{k: v for k, v in fields.items() if v is not None},
+                "message": message,
+            }
+            line = json.dumps(record, ensure_ascii=False, default=_safe)
+        else:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            line = f"{stamp} {logging.getLevelName(level)} {message}"
+        self.stream.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+        self.stream.flush()
+
+    def __call__(self, event: Event) -> None:  # noqa: C901, PLR0912 - one arm per event type
+        match event:
+            case SpoolStarted(spool_dir=spool, phase=phase):
+                self.write(DEBUG, "spool_started", f"{phase} phase: {_safe(spool)}",
+                           spool_dir=_safe(spool), phase=phase)
+            case SpoolSkipped(spool_dir=spool, reason=reason, failed=failed):
+                self.write(ERROR if failed else WARNING, "spool_skipped", _safe(reason),
+                           spool_dir=_safe(spool))
+            case EntrySkipped(path=path, reason=reason, warning=warning):
+                self.write(WARNING if warning else DEBUG, "skipped",
+                           f"skipped {_safe(path)}: {reason}", file=_safe(path))
+            case FileUploaded(path=path, uri=uri, size=size, seconds=seconds):
+                self.write(INFO, "uploaded",
+                           f"uploaded {_safe(path)} -> {_safe(uri)} ({size} bytes, {seconds:.3f} s)",
+                           file=_safe(path), uri=_safe(uri), bytes=size,
+                           seconds=round(seconds, 6))
+            case FileMoved(path=path, completed=dst):
+                self.write(DEBUG, "moved", f"moved {_safe(path)} -> {_safe(dst)}",
+                           file=_safe(path), completed=_safe(dst))
+            case FileFailed(path=path, uri=uri, kind=kind, message=message):
+                self.write(ERROR, "upload_failed", f"failed: {_safe(message)}",
+                           file=_safe(path), uri=_safe(uri) if uri else None, kind=kind)
+            case WouldUpload(path=path, uri=uri):
+                self.out.write(f"would upload {_safe(path)} -> {_safe(uri)}\n")
+            case FileDeleted(path=path, dry_run=True):
+                self.out.write(f"would delete {_safe(path)}\n")
+            case FileDeleted(path=path):
+                self.write(INFO, "deleted", f"deleted {_safe(path)}", file=_safe(path))
+            case DeleteFailed(path=path, message=message):
+                self.write(ERROR, "delete_failed", _safe(message), file=_safe(path))
+            case RunStopped(reason=reason):
+                self.write(ERROR, "run_stopped", f"stopping: {_safe(reason)}")
+            case RunFinished(summary=s):
+                self.write(
+                    INFO, "summary",
+                    f"summary: uploaded={s.uploaded} failed={s.failed} deleted={s.deleted} "
+                    f"bytes={s.bytes_uploaded} seconds={s.seconds:.3f}",
+                    uploaded=s.uploaded, failed=s.failed, deleted=s.deleted,
+                    bytes=s.bytes_uploaded, seconds=round(s.seconds, 6),
+                )
+
+
+class LogHandler(logging.Handler):
+    """Routes the library's own ``logging`` records (warnings, debug) through a LogWriter."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.writer.write(record.levelno, "log", record.getMessage(), logger=record.name)

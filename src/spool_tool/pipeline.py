@@ -1,0 +1,280 @@
+"""The upload phase for one spool: claim -> upload -> verify -> move, over bounded concurrency.
+
+A file leaves ``new/`` only after the destination confirmed the complete object and the file
+was re-checked unchanged (dev, inode, size, mtime) by descriptor and by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from spool_tool.crashpoints import crash_point
+from spool_tool.errors import (
+    ChangedDuringUploadError,
+    FatalError,
+    FileError,
+    RetryableError,
+    SpoolToolError,
+)
+from spool_tool.events import EventBus, FileFailed, FileMoved, FileUploaded, RunStopped
+from spool_tool.journal import Claim, Completion, Journal
+from spool_tool.keys import FileFacts, creation_time, full_key, normalise_spool_dir
+from spool_tool.scan import Candidate, is_old_enough
+from spool_tool.spoolfs import Identity, Source, SpoolFS, fsync_dir, open_source, unchanged_since
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from spool_tool.config import Config
+    from spool_tool.destinations.base import Destination, UploadResult
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 256  # claims committed per transaction (one fsync)
+FLUSH_EVERY = 256  # completions per directory fsync + journal transaction
+# Consecutive transient failures, with no success in between, after which the run stops.
+TRANSIENT_FAILURE_LIMIT = 20
+
+
+@dataclass
+class RunControl:
+    """Shared by the phases of one run: stop requests from signals or fatal errors."""
+
+    stop_reason: str | None = None
+    consecutive_transient: int = 0
+    fatal: bool = False
+    signal: int | None = None
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+
+class SpoolUploader:
+    def __init__(
+        self,
+        spool_dir: Path,
+        journal: Journal,
+        destination: Destination,
+        config: Config,
+        bus: EventBus,
+        control: RunControl,
+        fs: SpoolFS,
+    ) -> None:
+        self.spool_dir = spool_dir
+        self.new = spool_dir / "new"
+        self.completed = spool_dir / "completed"
+        self.journal = journal
+        self.destination = destination
+        self.config = config
+        self.bus = bus
+        self.control = control
+        self.fs = fs
+        self._spool_token = normalise_spool_dir(str(spool_dir))
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._done: list[Completion] = []
+
+    # -- the phase --------------------------------------------------------------------------
+
+    async def run(self, candidates: Iterable[Candidate]) -> None:
+        tasks = self.control.in_flight
+        try:
+            for batch in batched(candidates, CLAIM_BATCH):
+                if self.control.stop_reason:
+                    break
+                for candidate, claim in self._claim(batch):
+                    await self._slots.acquire()
+                    if self.control.stop_reason:
+                        self._slots.release()
+                        break
+                    task = asyncio.create_task(self._ship(candidate, claim))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._flush()
+
+    def _claim(self, batch: tuple[Candidate, ...]) -> list[tuple[Candidate, Claim]]:
+        """Fix every file's key (reusing a journaled one) and commit new claims at once."""
+        now = time.time()
+        ready: list[tuple[Candidate, Claim]] = []
+        fresh: list[Claim] = []
+        for candidate in batch:
+            st = candidate.st
+            claim = self.journal.get(candidate.name)
+            if claim is None or (claim.dev, claim.ino) != (st.st_dev, st.st_ino):
+                try:
+                    claim = Claim(candidate.name, st.st_dev, st.st_ino, self._key_for(candidate, now))
+                except FileError as exc:
+                    self._fail(candidate.path, None, "file", str(exc))
+                    continue
+                fresh.append(claim)
+            ready.append((candidate, claim))
+        self.journal.add_claims(fresh)
+        if fresh:
+            crash_point("after_claim")
+        return ready
+
+    def _key_for(self, candidate: Candidate, now: float) -> str:
+        facts = FileFacts(
+            name=candidate.name,
+            spool_dir=self._spool_token,
+            mtime=candidate.st.st_mtime,
+            ctime=creation_time(candidate.st),
+            now=now,
+        )
+        rendered = self.config.template.render(facts)
+        try:
+            return full_key(self.config.destination.prefix, rendered)
+        except FileError as exc:
+            raise FileError(f"{candidate.path}: {exc}") from exc
+
+    # -- one file ---------------------------------------------------------------------------
+
+    async def _ship(self, candidate: Candidate, claim: Claim) -> None:
+        uri = self.config.destination.uri_for(claim.key)
+        source: Source | None = None
+        try:
+            if candidate.st.st_nlink > 1 and self.fs.finish_interrupted_move(
+                candidate.path, self.completed
+            ):
+                self.journal.drop_claims([claim.name])
+                return
+            source = open_source(candidate.path)
+            if Identity.of(source.st) != Identity.of(candidate.st) and not is_old_enough(
+                source.st, self.config.hold_for * 60, time.time()
+            ):
+                return  # written to since the scan: not eligible any more
+            result, seconds = await self._upload(source, claim)
+            if not unchanged_since(source):
+                raise ChangedDuringUploadError(
+                    f"{candidate.path}: changed while uploading; left in new/ for the next run "
+                    f"(same key {claim.key})"
+                )
+            self._move(source, claim, result, uri, seconds)
+        except ChangedDuringUploadError as exc:
+            self._fail(candidate.path, uri, "changed", str(exc))
+        except FatalError as exc:
+            self._fail(candidate.path, uri, "fatal", str(exc))
+            self.control.fatal = True
+            if self.control.stop_reason is None:
+                self.control.stop(str(exc))
+                self.bus.emit(RunStopped(str(exc)))
+        except RetryableError as exc:
+            self._fail(candidate.path, uri, "retryable", str(exc))
+            self.control.consecutive_transient += 1
+            if self.control.consecutive_transient >= TRANSIENT_FAILURE_LIMIT:
+                reason = f"S3 kept failing ({self.control.consecutive_transient} in a row): {exc}"
+                if self.control.stop_reason is None:
+                    self.control.stop(reason)
+                    self.bus.emit(RunStopped(reason))
+        except SpoolToolError as exc:
+            self._fail(candidate.path, uri, "file", str(exc))
+        except OSError as exc:
+            self._fail(candidate.path, uri, "file", f"{candidate.path}: {exc.strerror or exc}")
+        except Exception as exc:  # one broken file must never stop the others
+            log.debug("internal error on %s", candidate.path, exc_info=True)
+            self._fail(candidate.path, uri, "file", f"{candidate.path}: internal error: {exc!r}")
+        finally:
+            if source is not None:
+                source.close()
+            self._slots.release()
+
+    async def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float]:
+        from spool_tool.destinations.base import UploadResult  # noqa: PLC0415
+
+        if (
+            claim.state == "uploaded"
+            and claim.size == source.st.st_size
+            and claim.mtime_ns == source.st.st_mtime_ns
+        ):
+            return UploadResult(claim.key, source.size, claim.etag, claim.checksum), 0.0
+        started = time.monotonic()
+
+        def record(upload_id: str | None) -> None:
+            self.journal.set_upload_id(claim.name, upload_id)
+            if upload_id is not None:
+                crash_point("mid_upload")
+
+        result = await self.destination.upload(source, claim.key, record)
+        seconds = time.monotonic() - started
+        crash_point("after_upload")
+        if source.size >= self.config.s3.multipart_threshold:
+            # Worth a transaction: after a crash the rerun only moves the file.
+            self.journal.mark_uploaded(
+                claim.name, source.size, source.st.st_mtime_ns, result.etag, result.checksum
+            )
+        return result, seconds
+
+    def _move(
+        self, source: Source, claim: Claim, result: UploadResult, uri: str, seconds: float
+    ) -> None:
+        dst = self.fs.move_to_completed(source.path, self.completed)
+        with contextlib.suppress(OSError):
+            # Retention (--delete-after) counts from completion, not from the producer's write.
+            os.utime(dst, follow_symlinks=False)
+        crash_point("after_move")
+        self.control.consecutive_transient = 0
+        self._done.append(
+            Completion(claim.name, dst.name, claim.key, result.size, result.etag, result.checksum)
+        )
+        self.bus.emit(FileUploaded(source.path, uri, result.size, seconds))
+        self.bus.emit(FileMoved(source.path, dst))
+        if len(self._done) >= FLUSH_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Make the moves durable (directory fsync), then drop their claims in one commit."""
+        if not self._done:
+            return
+        fsync_dir(self.new)
+        fsync_dir(self.completed)
+        done, self._done = self._done, []
+        self.journal.complete(done)
+
+    def _fail(self, path: Path, uri: str | None, kind: str, message: str) -> None:
+        self.bus.emit(FileFailed(path, uri, kind, message))  # type: ignore[arg-type]
+
+
+def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, ...]]:
+    """``itertools.batched`` (Python 3.12+) for 3.11."""
+    iterator = iter(items)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
+
+
+async def recover(
+    journal: Journal, destination: Destination, new: Path, bus: EventBus
+) -> None:
+    """Before claiming anything: abort multipart uploads a killed run left open, and drop
+    claims whose file is gone, moved or replaced by another inode."""
+    stale: list[str] = []
+    for name, claim in list(journal.claims.items()):
+        if claim.upload_id is not None:
+            try:
+                await destination.abort_upload(claim.key, claim.upload_id)
+            except SpoolToolError as exc:
+                log.warning("could not abort multipart upload of %s: %s", claim.key, exc)
+                if isinstance(exc, FatalError):
+                    raise
+            else:
+                journal.set_upload_id(name, None)
+        try:
+            st = os.lstat(new / name)
+        except FileNotFoundError:
+            stale.append(name)
+            continue
+        if (st.st_dev, st.st_ino) != (claim.dev, claim.ino):
+            stale.append(name)
+    journal.drop_claims(stale)
+    del bus

@@ -1,0 +1,94 @@
+"""Find eligible files in ``SPOOL_DIR/new`` without materialising the whole directory.
+
+Entries are read with ``os.scandir`` and ``lstat`` (never following symlinks) and yielded
+oldest-first within windows of ``window`` entries: a spool of a million files starts uploading
+after the first window instead of after a full sort, and memory stays bounded. Across windows
+the order is the directory's own.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SCAN_WINDOW = 8192
+# A file whose mtime is this far ahead of our clock is reported as being "in the future".
+FUTURE_TOLERANCE_SECONDS = 2.0
+
+SkipReporter = Callable[[Path, str, bool], None]
+"""Called with (path, reason, is_warning) for entries that are not shipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An eligible file as seen by ``lstat`` when scanned."""
+
+    path: Path
+    st: os.stat_result
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def entry_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def is_old_enough(st: os.stat_result, hold_for_seconds: float, now: float) -> bool:
+    """Unmodified for ``hold_for_seconds``. A future mtime counts as eligible only when
+    ``hold_for`` is 0 (the caller is warned either way by ``iter_eligible``)."""
+    age = now - st.st_mtime
+    if age < -FUTURE_TOLERANCE_SECONDS:
+        return hold_for_seconds == 0
+    return age >= hold_for_seconds
+
+
+def iter_eligible(
+    new_dir: Path,
+    *,
+    hold_for_seconds: float,
+    now: float,
+    on_skip: SkipReporter | None = None,
+    window: int = SCAN_WINDOW,
+) -> Iterator[Candidate]:
+    """Yield regular files in ``new_dir`` unmodified for ``hold_for_seconds``, oldest first
+    within each window. Non-regular entries are reported to ``on_skip`` and never touched."""
+    batch: list[Candidate] = []
+    with os.scandir(new_dir) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between readdir and lstat
+            path = Path(entry.path)
+            if not stat.S_ISREG(st.st_mode):
+                if on_skip is not None:
+                    on_skip(path, f"not a regular file ({entry_kind(st.st_mode)})", False)
+                continue
+            if st.st_mtime - now > FUTURE_TOLERANCE_SECONDS and on_skip is not None:
+                on_skip(path, "modification time is in the future (check the clock)", True)
+            if not is_old_enough(st, hold_for_seconds, now):
+                continue
+            batch.append(Candidate(path, st))
+            if len(batch) >= window:
+                yield from _oldest_first(batch)
+                batch = []
+    yield from _oldest_first(batch)
+
+
+def _oldest_first(batch: list[Candidate]) -> list[Candidate]:
+    return sorted(batch, key=lambda c: (c.st.st_mtime_ns, c.path.name))

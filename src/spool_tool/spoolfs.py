@@ -1,0 +1,193 @@
+"""Every filesystem operation on a spool: safe opens, no-clobber moves, scoped deletes.
+
+Every destructive act (mkdir, move, delete) goes through ``SpoolFS``, which is also the single
+gate that implements ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from spool_tool.errors import FileError
+from spool_tool.scan import entry_kind
+
+NEW = "new"
+COMPLETED = "completed"
+STATE_DIR = ".spool_tool"
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_MAX_RENAME_TRIES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What must not change between claim and move for an upload to count."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(slots=True)
+class Source:
+    """A source file opened for reading; ``fd`` is owned by whoever holds this."""
+
+    path: Path
+    fd: int
+    st: os.stat_result
+
+    @property
+    def size(self) -> int:
+        return self.st.st_size
+
+    def read_all(self) -> bytes:
+        chunks: list[bytes] = []
+        offset = 0
+        while True:
+            chunk = os.pread(self.fd, max(self.size - offset, 1 << 16), offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        data = b"".join(chunks)
+        if len(data) != self.size:
+            raise FileError(f"{self.path}: size changed while reading")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def open_source(path: Path) -> Source:
+    """Open without following symlinks and without blocking on FIFOs; regular files only."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileError(f"{path}: is a symlink, not uploaded") from exc
+        raise FileError(f"{path}: cannot open: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileError(f"{path}: not a regular file ({entry_kind(st.st_mode)})")
+    return Source(path, fd, st)
+
+
+def unchanged_since(source: Source) -> bool:
+    """True when the open file and the name in ``new/`` are still the file we uploaded."""
+    before = Identity.of(source.st)
+    try:
+        by_fd = Identity.of(os.fstat(source.fd))
+        by_name = Identity.of(os.lstat(source.path))
+    except FileNotFoundError:
+        return False
+    return before == by_fd == by_name
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _candidates(name: str) -> list[str]:
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a dotfile
+        stem, dot, ext = name, "", ""
+    return [name, *(f"{stem}~{n}{dot}{ext}" for n in range(1, _MAX_RENAME_TRIES))]
+
+
+@dataclass(frozen=True)
+class SpoolFS:
+    """The one gate for changes on disk. With ``dry_run`` it changes nothing."""
+
+    dry_run: bool = False
+
+    def ensure_dir(self, path: Path) -> None:
+        if not self.dry_run:
+            path.mkdir(exist_ok=True)
+
+    def move_to_completed(self, src: Path, completed: Path) -> Path:
+        """Move ``src`` into ``completed`` without overwriting anything there.
+
+        A clash gets a new name (``name~1.ext``). Uses ``link`` + ``unlink`` (atomic no-clobber);
+        across filesystems it copies to a temporary name, fsyncs, links into place, then
+        removes the source. A crash in between leaves the source in ``new/`` (and at worst a
+        second link in ``completed/``, which ``finish_interrupted_move`` resolves).
+        """
+        if self.dry_run:
+            return completed / src.name
+        for name in _candidates(src.name):
+            dst = completed / name
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK}:
+                    raise
+                return self._copy_then_delete(src, completed)
+            os.unlink(src)
+            return dst
+        raise FileError(f"{src}: too many files named like it in {completed}")
+
+    def _copy_then_delete(self, src: Path, completed: Path) -> Path:
+        tmp = completed / f".{src.name}.spool_tool-partial"
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copystat(src, tmp, follow_symlinks=False)
+        try:
+            for name in _candidates(src.name):
+                dst = completed / name
+                try:
+                    os.link(tmp, dst)
+                except FileExistsError:
+                    continue
+                fsync_dir(completed)
+                os.unlink(src)
+                return dst
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise FileError(f"{src}: too many files named like it in {completed}")
+
+    def finish_interrupted_move(self, src: Path, completed: Path) -> bool:
+        """If a crash hit between ``link`` and ``unlink``, ``src`` is also linked in
+        ``completed/``: remove the ``new/`` name and report True."""
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            return False
+        if st.st_nlink < 2:  # noqa: PLR2004 - "has another hard link"
+            return False
+        for name in _candidates(src.name)[:50]:
+            try:
+                other = os.lstat(completed / name)
+            except FileNotFoundError:
+                break
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                if not self.dry_run:
+                    os.unlink(src)
+                return True
+        return False
+
+    def delete(self, directory_fd: int, name: str) -> None:
+        """Unlink ``name`` relative to an open directory: never follows a path elsewhere."""
+        if not self.dry_run:
+            os.unlink(name, dir_fd=directory_fd)
