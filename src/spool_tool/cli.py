@@ -60,49 +60,113 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
     epilog="Every option can also be set as SPOOL_TOOL_<OPTION> (e.g. SPOOL_TOOL_HOLD_FOR=5).",
 )
 @click.argument("paths", nargs=-1, metavar="SPOOL_DIR... DESTINATION")
-@click.option("--hold-for", type=float, default=0.0, show_default=True, metavar="MINUTES",
-              help="Upload a file only once it is unmodified for this long.")
-@click.option("--delete-after", type=float, default=60.0, show_default=True, metavar="MINUTES",
-              help="Cleanup deletes completed files older than this (0 deletes all).")
-@click.option("--format", "template", default="{fname}", show_default=True, metavar="TEMPLATE",
-              help="Object key template relative to the destination prefix.")
-@click.option("--dry-run", is_flag=True, help="Print what would be uploaded/deleted; change nothing.")
+@click.option(
+    "--hold-for",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="MINUTES",
+    help="Upload a file only once it is unmodified for this long.",
+)
+@click.option(
+    "--delete-after",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="MINUTES",
+    help="Cleanup deletes completed files older than this (0 deletes all).",
+)
+@click.option(
+    "--format",
+    "template",
+    default="{fname}",
+    show_default=True,
+    metavar="TEMPLATE",
+    help="Object key template relative to the destination prefix.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be uploaded/deleted; change nothing."
+)
 @click.option("--no-upload", is_flag=True, help="Skip the upload phase.")
 @click.option("--no-cleanup", is_flag=True, help="Skip the cleanup phase.")
-@click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
-              metavar="N", help="Uploads in flight at once.")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    metavar="N",
+    help="Uploads in flight at once.",
+)
 @click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, R2...).")
 @click.option("--region", metavar="REGION", help="AWS region (default: boto3's configuration).")
 @click.option("--profile", metavar="PROFILE", help="AWS shared-config profile.")
-@click.option("--checksum", type=click.Choice(CHECKSUMS), default=_checksum_default,
-              show_default="sha256", help="Integrity checksum S3 verifies; 'off' sends "
-              "Content-MD5 instead (for stores that reject x-amz-checksum headers).")
-@click.option("--no-clobber", is_flag=True,
-              help="Never replace an existing object (conditional write If-None-Match: *).")
-@click.option("--addressing-style", type=click.Choice(["auto", "path", "virtual"]),
-              default="auto", show_default=True, help="S3 bucket addressing style.")
-@click.option("--multipart-threshold", default=str(DEFAULT_MULTIPART_THRESHOLD >> 20) + "MiB",
-              show_default=True, metavar="SIZE", help="Files this large use multipart upload.")
-@click.option("--part-size", default=str(DEFAULT_PART_SIZE >> 20) + "MiB", show_default=True,
-              metavar="SIZE", help="Multipart part size (>= 5MiB).")
-@click.option("--max-attempts", type=int, default=5, show_default=True, metavar="N",
-              help="Attempts per S3 request (botocore standard retry mode, with backoff).")
+@click.option(
+    "--checksum",
+    type=click.Choice(CHECKSUMS),
+    default=_checksum_default,
+    show_default="sha256",
+    help="Integrity checksum S3 verifies; 'off' sends "
+    "Content-MD5 instead (for stores that reject x-amz-checksum headers).",
+)
+@click.option(
+    "--no-clobber",
+    is_flag=True,
+    help="Never replace an existing object (conditional write If-None-Match: *).",
+)
+@click.option(
+    "--addressing-style",
+    type=click.Choice(["auto", "path", "virtual"]),
+    default="auto",
+    show_default=True,
+    help="S3 bucket addressing style.",
+)
+@click.option(
+    "--multipart-threshold",
+    default=str(DEFAULT_MULTIPART_THRESHOLD >> 20) + "MiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Files this large use multipart upload.",
+)
+@click.option(
+    "--part-size",
+    default=str(DEFAULT_PART_SIZE >> 20) + "MiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Multipart part size (>= 5MiB).",
+)
+@click.option(
+    "--max-attempts",
+    type=int,
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Attempts per S3 request (botocore standard retry mode, with backoff).",
+)
 @click.option("-v", "--verbose", count=True, help="More output (-v: debug).")
 @click.option("-q", "--quiet", count=True, help="Less output (-q: warnings, -qq: errors).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Log line format on stderr.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log line format on stderr.",
+)
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(paths: tuple[str, ...], **options: Any) -> int:
     """Upload eligible files from SPOOL_DIR/new to DESTINATION (s3://BUCKET[/PREFIX] or noop),
     move each to SPOOL_DIR/completed once S3 confirmed it, then delete old completed files."""
     config = build_config(paths, options)
-    writer = LogWriter(fmt=options["log_format"], level=level_for(options["verbose"],
-                                                                  options["quiet"]))
+    writer = LogWriter(
+        fmt=options["log_format"], level=level_for(options["verbose"], options["quiet"])
+    )
     _route_library_logs(writer)
     if not config.template.is_unique_per_file:
-        writer.write(logging.WARNING, "config",
-                     f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
-                     "files may overwrite each other's objects")
+        writer.write(
+            logging.WARNING,
+            "config",
+            f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
+            "files may overwrite each other's objects",
+        )
     from spool_tool.job import run  # noqa: PLC0415 - keep --help fast
 
     summary = run(config, [writer])
@@ -154,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=argv, prog_name=PROG, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        click.echo(exc.ctx.get_help(), err=True)
         return EXIT_USAGE
     except click.UsageError as exc:
         return _usage_error(exc.format_message())

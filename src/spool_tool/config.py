@@ -48,9 +48,7 @@ def parse_destination(text: str) -> DestinationURI:
     if text in {"noop", "noop://"}:
         return DestinationURI("noop")
     if not text.startswith("s3://"):
-        raise ConfigError(
-            f"invalid destination {text!r}: expected s3://BUCKET[/PREFIX] or noop"
-        )
+        raise ConfigError(f"invalid destination {text!r}: expected s3://BUCKET[/PREFIX] or noop")
     bucket, _, prefix = text.removeprefix("s3://").partition("/")
     if not bucket:
         raise ConfigError(f"invalid destination {text!r}: no bucket name")

@@ -81,7 +81,7 @@ def _on_signal(signum: int, bus: EventBus, control: RunControl) -> None:
 async def _upload_phase(
     config: Config, bus: EventBus, control: RunControl, destination: Destination | None
 ) -> None:
-    checked = False
+    preflight_done = False
     for spool in config.spool_dirs:
         if control.stop_reason:
             return
@@ -93,40 +93,60 @@ async def _upload_phase(
         if destination is None:
             _dry_run_uploads(config, spool, bus)
             continue
-        try:
-            journal = Journal.open(spool)
-        except SpoolBusyError:
-            bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
-            continue
-        except FatalError as exc:
-            bus.emit(SpoolSkipped(spool, str(exc), True))
+        journal = _open_journal(spool, bus)
+        if journal is None:
             continue
         with journal:
-            fs = SpoolFS()
-            fs.ensure_dir(spool / "completed")
-            candidates = iter_eligible(
-                new,
-                hold_for_seconds=config.hold_for * 60,
-                now=time.time(),
-                on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
+            preflight_done = await _upload_spool(
+                spool, journal, config, bus, control, destination, preflight_done=preflight_done
             )
-            first = next(candidates, None)
-            if first is None and not journal.claims:
-                continue
-            try:
-                if not checked:
-                    await destination.preflight()
-                    checked = True
-                await recover(journal, destination, new, bus)
-            except FatalError as exc:
-                control.stop(str(exc))
-                control.fatal = True
-                bus.emit(RunStopped(str(exc)))
-                return
-            if first is None:
-                continue
-            uploader = SpoolUploader(spool, journal, destination, config, bus, control, fs)
-            await uploader.run(itertools.chain([first], candidates))
+
+
+def _open_journal(spool: Path, bus: EventBus) -> Journal | None:
+    """Take the spool's lock; report (and return None) when it is busy or unusable."""
+    try:
+        return Journal.open(spool)
+    except SpoolBusyError:
+        bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
+    except FatalError as exc:
+        bus.emit(SpoolSkipped(spool, str(exc), True))
+    return None
+
+
+async def _upload_spool(
+    spool: Path,
+    journal: Journal,
+    config: Config,
+    bus: EventBus,
+    control: RunControl,
+    destination: Destination,
+    *,
+    preflight_done: bool,
+) -> bool:
+    """Upload one spool; returns whether the destination's pre-flight check has run."""
+    fs = SpoolFS()
+    fs.ensure_dir(spool / "completed")
+    candidates = iter_eligible(
+        spool / "new",
+        hold_for_seconds=config.hold_for * 60,
+        now=time.time(),
+        on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
+    )
+    first = next(candidates, None)
+    if first is None and not journal.claims:
+        return preflight_done
+    try:
+        if not preflight_done:
+            await destination.preflight()
+        await recover(journal, destination, spool / "new", bus)
+    except FatalError as exc:
+        control.stop(str(exc))
+        bus.emit(RunStopped(str(exc)))
+        return True
+    if first is not None:
+        uploader = SpoolUploader(spool, journal, destination, config, bus, control, fs)
+        await uploader.run(itertools.chain([first], candidates))
+    return True
 
 
 def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
@@ -140,7 +160,10 @@ def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
         on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
     ):
         claim = journal.get(candidate.name) if journal else None
-        if claim is not None and (claim.dev, claim.ino) == (candidate.st.st_dev, candidate.st.st_ino):
+        if claim is not None and (claim.dev, claim.ino) == (
+            candidate.st.st_dev,
+            candidate.st.st_ino,
+        ):
             key = claim.key
         else:
             facts = FileFacts(
@@ -148,7 +171,7 @@ def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
             )
             try:
                 key = full_key(config.destination.prefix, config.template.render(facts))
-            except Exception as exc:  # noqa: BLE001 - reported, like a real run would
+            except Exception as exc:
                 bus.emit(EntrySkipped(candidate.path, f"would fail: {exc}"))
                 continue
         bus.emit(WouldUpload(candidate.path, config.destination.uri_for(key)))
@@ -170,9 +193,7 @@ def _cleanup_phase(config: Config, bus: EventBus, control: RunControl) -> None:
             try:
                 journal = Journal.open(spool)
             except SpoolBusyError:
-                bus.emit(
-                    SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False)
-                )
+                bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
                 continue
             except FatalError as exc:
                 bus.emit(SpoolSkipped(spool, str(exc), True))

@@ -214,9 +214,7 @@ class Journal:
     def set_upload_id(self, name: str, upload_id: str | None) -> None:
         """Record (or clear) an open multipart upload; committed at once."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE claims SET upload_id = ? WHERE name = ?", (upload_id, _enc(name))
-            )
+            db.execute("UPDATE claims SET upload_id = ? WHERE name = ?", (upload_id, _enc(name)))
             self._claims[name] = dataclasses.replace(self._claims[name], upload_id=upload_id)
 
     def mark_uploaded(
@@ -252,10 +250,7 @@ class Journal:
             db.executemany(
                 "INSERT OR REPLACE INTO ledger (name, key, size, etag, checksum, uploaded_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (_enc(c.completed_name), c.key, c.size, c.etag, c.checksum, now)
-                    for c in batch
-                ],
+                [(_enc(c.completed_name), c.key, c.size, c.etag, c.checksum, now) for c in batch],
             )
         for c in batch:
             self._claims.pop(c.new_name, None)
@@ -274,4 +269,3 @@ class Journal:
         if batch:
             with self._transaction() as db:
                 db.executemany("DELETE FROM ledger WHERE name = ?", batch)
-

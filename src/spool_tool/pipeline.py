@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,9 @@ class RunControl:
     signal: int | None = None
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def is_stopped(self) -> bool:
+        return self.stop_reason is not None
+
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -89,11 +92,11 @@ class SpoolUploader:
         tasks = self.control.in_flight
         try:
             for batch in batched(candidates, CLAIM_BATCH):
-                if self.control.stop_reason:
+                if self.control.is_stopped():
                     break
                 for candidate, claim in self._claim(batch):
                     await self._slots.acquire()
-                    if self.control.stop_reason:
+                    if self.control.is_stopped():
                         self._slots.release()
                         break
                     task = asyncio.create_task(self._ship(candidate, claim))
@@ -114,7 +117,9 @@ class SpoolUploader:
             claim = self.journal.get(candidate.name)
             if claim is None or (claim.dev, claim.ino) != (st.st_dev, st.st_ino):
                 try:
-                    claim = Claim(candidate.name, st.st_dev, st.st_ino, self._key_for(candidate, now))
+                    claim = Claim(
+                        candidate.name, st.st_dev, st.st_ino, self._key_for(candidate, now)
+                    )
                 except FileError as exc:
                     self._fail(candidate.path, None, "file", str(exc))
                     continue
@@ -156,39 +161,48 @@ class SpoolUploader:
             ):
                 return  # written to since the scan: not eligible any more
             result, seconds = await self._upload(source, claim)
-            if not unchanged_since(source):
-                raise ChangedDuringUploadError(
-                    f"{candidate.path}: changed while uploading; left in new/ for the next run "
-                    f"(same key {claim.key})"
-                )
+            self._check_unchanged(source, claim)
             self._move(source, claim, result, uri, seconds)
-        except ChangedDuringUploadError as exc:
-            self._fail(candidate.path, uri, "changed", str(exc))
-        except FatalError as exc:
-            self._fail(candidate.path, uri, "fatal", str(exc))
-            self.control.fatal = True
-            if self.control.stop_reason is None:
-                self.control.stop(str(exc))
-                self.bus.emit(RunStopped(str(exc)))
-        except RetryableError as exc:
-            self._fail(candidate.path, uri, "retryable", str(exc))
-            self.control.consecutive_transient += 1
-            if self.control.consecutive_transient >= TRANSIENT_FAILURE_LIMIT:
-                reason = f"S3 kept failing ({self.control.consecutive_transient} in a row): {exc}"
-                if self.control.stop_reason is None:
-                    self.control.stop(reason)
-                    self.bus.emit(RunStopped(reason))
-        except SpoolToolError as exc:
-            self._fail(candidate.path, uri, "file", str(exc))
-        except OSError as exc:
-            self._fail(candidate.path, uri, "file", f"{candidate.path}: {exc.strerror or exc}")
         except Exception as exc:  # one broken file must never stop the others
-            log.debug("internal error on %s", candidate.path, exc_info=True)
-            self._fail(candidate.path, uri, "file", f"{candidate.path}: internal error: {exc!r}")
+            self._handle_failure(candidate.path, uri, exc)
         finally:
             if source is not None:
                 source.close()
             self._slots.release()
+
+    @staticmethod
+    def _check_unchanged(source: Source, claim: Claim) -> None:
+        if not unchanged_since(source):
+            raise ChangedDuringUploadError(
+                f"{source.path}: changed while uploading; left in new/ for the next run "
+                f"(same key {claim.key})"
+            )
+
+    def _handle_failure(self, path: Path, uri: str, exc: Exception) -> None:
+        """Report a failed file and decide whether the run goes on."""
+        if isinstance(exc, ChangedDuringUploadError):
+            self._fail(path, uri, "changed", str(exc))
+        elif isinstance(exc, FatalError):
+            self._fail(path, uri, "fatal", str(exc))
+            self._stop_run(str(exc))
+        elif isinstance(exc, RetryableError):
+            self._fail(path, uri, "retryable", str(exc))
+            self.control.consecutive_transient += 1
+            if self.control.consecutive_transient >= TRANSIENT_FAILURE_LIMIT:
+                count = self.control.consecutive_transient
+                self._stop_run(f"S3 kept failing ({count} files in a row): {exc}")
+        elif isinstance(exc, SpoolToolError):
+            self._fail(path, uri, "file", str(exc))
+        elif isinstance(exc, OSError):
+            self._fail(path, uri, "file", f"{path}: {exc.strerror or exc}")
+        else:
+            log.debug("internal error on %s", path, exc_info=exc)
+            self._fail(path, uri, "file", f"{path}: internal error: {exc!r}")
+
+    def _stop_run(self, reason: str) -> None:
+        if self.control.stop_reason is None:
+            self.control.stop(reason)
+            self.bus.emit(RunStopped(reason))
 
     async def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float]:
         from spool_tool.destinations.base import UploadResult  # noqa: PLC0415
@@ -253,9 +267,7 @@ def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, 
         yield chunk
 
 
-async def recover(
-    journal: Journal, destination: Destination, new: Path, bus: EventBus
-) -> None:
+async def recover(journal: Journal, destination: Destination, new: Path, bus: EventBus) -> None:
     """Before claiming anything: abort multipart uploads a killed run left open, and drop
     claims whose file is gone, moved or replaced by another inode."""
     stale: list[str] = []

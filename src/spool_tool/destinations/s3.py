@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -170,9 +171,7 @@ class S3Destination:
         for start in range(0, len(offsets), PARTS_IN_FLIGHT_PER_FILE):
             window = offsets[start : start + PARTS_IN_FLIGHT_PER_FILE]
             futures = [
-                self._parts.submit(
-                    self._send_part, source, key, upload_id, start + i + 1, offset
-                )
+                self._parts.submit(self._send_part, source, key, upload_id, start + i + 1, offset)
                 for i, offset in enumerate(window)
             ]
             parts.extend(f.result() for f in futures)
@@ -191,7 +190,7 @@ class S3Destination:
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
-            **self._checksum_args(data),
+            **self._checksum_args(data),  # type: ignore[arg-type]
         )
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         if self._algorithm is not None:
@@ -200,17 +199,14 @@ class S3Destination:
         return part
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
-        try:
+        # On failure the journal still holds the id and the next run retries the abort.
+        with contextlib.suppress(BotoCoreError, ClientError):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except (BotoCoreError, ClientError):
-            pass  # the journal still holds the id; the next run retries the abort
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         def abort() -> None:
             try:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                     return  # already gone: completed or aborted

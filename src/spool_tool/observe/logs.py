@@ -73,28 +73,57 @@ class LogWriter:
         self.stream.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
         self.stream.flush()
 
-    def __call__(self, event: Event) -> None:  # noqa: C901, PLR0912 - one arm per event type
+    def __call__(self, event: Event) -> None:  # noqa: C901 - one arm per event type
         match event:
             case SpoolStarted(spool_dir=spool, phase=phase):
-                self.write(DEBUG, "spool_started", f"{phase} phase: {_safe(spool)}",
-                           spool_dir=_safe(spool), phase=phase)
+                self.write(
+                    DEBUG,
+                    "spool_started",
+                    f"{phase} phase: {_safe(spool)}",
+                    spool_dir=_safe(spool),
+                    phase=phase,
+                )
             case SpoolSkipped(spool_dir=spool, reason=reason, failed=failed):
-                self.write(ERROR if failed else WARNING, "spool_skipped", _safe(reason),
-                           spool_dir=_safe(spool))
+                self.write(
+                    ERROR if failed else WARNING,
+                    "spool_skipped",
+                    _safe(reason),
+                    spool_dir=_safe(spool),
+                )
             case EntrySkipped(path=path, reason=reason, warning=warning):
-                self.write(WARNING if warning else DEBUG, "skipped",
-                           f"skipped {_safe(path)}: {reason}", file=_safe(path))
+                self.write(
+                    WARNING if warning else DEBUG,
+                    "skipped",
+                    f"skipped {_safe(path)}: {reason}",
+                    file=_safe(path),
+                )
             case FileUploaded(path=path, uri=uri, size=size, seconds=seconds):
-                self.write(INFO, "uploaded",
-                           f"uploaded {_safe(path)} -> {_safe(uri)} ({size} bytes, {seconds:.3f} s)",
-                           file=_safe(path), uri=_safe(uri), bytes=size,
-                           seconds=round(seconds, 6))
+                self.write(
+                    INFO,
+                    "uploaded",
+                    f"uploaded {_safe(path)} -> {_safe(uri)} ({size} bytes, {seconds:.3f} s)",
+                    file=_safe(path),
+                    uri=_safe(uri),
+                    bytes=size,
+                    seconds=round(seconds, 6),
+                )
             case FileMoved(path=path, completed=dst):
-                self.write(DEBUG, "moved", f"moved {_safe(path)} -> {_safe(dst)}",
-                           file=_safe(path), completed=_safe(dst))
+                self.write(
+                    DEBUG,
+                    "moved",
+                    f"moved {_safe(path)} -> {_safe(dst)}",
+                    file=_safe(path),
+                    completed=_safe(dst),
+                )
             case FileFailed(path=path, uri=uri, kind=kind, message=message):
-                self.write(ERROR, "upload_failed", f"failed: {_safe(message)}",
-                           file=_safe(path), uri=_safe(uri) if uri else None, kind=kind)
+                self.write(
+                    ERROR,
+                    "upload_failed",
+                    f"failed: {_safe(message)}",
+                    file=_safe(path),
+                    uri=_safe(uri) if uri else None,
+                    kind=kind,
+                )
             case WouldUpload(path=path, uri=uri):
                 self.out.write(f"would upload {_safe(path)} -> {_safe(uri)}\n")
             case FileDeleted(path=path, dry_run=True):
@@ -107,11 +136,15 @@ class LogWriter:
                 self.write(ERROR, "run_stopped", f"stopping: {_safe(reason)}")
             case RunFinished(summary=s):
                 self.write(
-                    INFO, "summary",
+                    INFO,
+                    "summary",
                     f"summary: uploaded={s.uploaded} failed={s.failed} deleted={s.deleted} "
                     f"bytes={s.bytes_uploaded} seconds={s.seconds:.3f}",
-                    uploaded=s.uploaded, failed=s.failed, deleted=s.deleted,
-                    bytes=s.bytes_uploaded, seconds=round(s.seconds, 6),
+                    uploaded=s.uploaded,
+                    failed=s.failed,
+                    deleted=s.deleted,
+                    bytes=s.bytes_uploaded,
+                    seconds=round(s.seconds, 6),
                 )
 
 
