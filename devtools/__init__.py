@@ -1,0 +1,1 @@
+"""Developer tools: throw-away S3 servers (seaweed) and the demo. Not part of the package."""
