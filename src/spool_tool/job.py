@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import logging
 import signal
 import time
@@ -57,6 +58,7 @@ async def _run(config: Config, bus: EventBus, control: RunControl) -> None:
     destination: Destination | None = None
     if config.upload and not config.dry_run:
         destination = make_destination(config)
+        control.on_signal = destination.cancel
     try:
         if config.upload:
             await _upload_phase(config, bus, control, destination)
@@ -71,11 +73,17 @@ async def _run(config: Config, bus: EventBus, control: RunControl) -> None:
 
 def _on_signal(signum: int, bus: EventBus, control: RunControl) -> None:
     name = signal.Signals(signum).name
-    if control.stop_reason is None:
-        reason = f"received {name}: finishing uploads in flight, claiming no more"
-        control.stop(reason)
-        control.signal = signum
-        bus.emit(RunStopped(reason))
+    if control.signal is not None:
+        # A second signal: leave now. The journal holds any open multipart UploadId, and the
+        # next run aborts it; files not yet moved stay in new/ with their keys fixed.
+        bus.emit(RunStopped(f"received {name} again: exiting at once"))
+        os._exit(128 + signum)
+    reason = f"received {name}: finishing uploads in flight, claiming no more"
+    control.stop(reason)
+    control.signal = signum
+    bus.emit(RunStopped(reason))
+    if control.on_signal is not None:
+        control.on_signal()
 
 
 async def _upload_phase(

@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,7 @@ class RunControl:
     consecutive_transient: int = 0
     fatal: bool = False
     signal: int | None = None
+    on_signal: Callable[[], None] | None = None
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
     def is_stopped(self) -> bool:

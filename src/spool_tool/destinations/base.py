@@ -42,4 +42,7 @@ class Destination(Protocol):
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload left by an earlier, killed run."""
 
+    def cancel(self) -> None:
+        """A signal arrived: abandon long transfers cleanly (abort, never orphan)."""
+
     async def close(self) -> None: ...

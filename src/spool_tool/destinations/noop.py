@@ -27,5 +27,8 @@ class NoopDestination:
     async def abort_upload(self, key: str, upload_id: str) -> None:
         del key, upload_id
 
+    def cancel(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

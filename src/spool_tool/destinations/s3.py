@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from spool_tool.destinations.base import UploadIdRecorder, UploadResult
 from spool_tool.destinations.s3errors import translate
-from spool_tool.errors import ConfigError, FatalError, FileError, SpoolToolError
+from spool_tool.errors import ConfigError, FatalError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,6 +75,11 @@ class S3Destination:
             max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
         )
         self._algorithm = None if options.checksum == "off" else options.checksum.upper()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop multipart uploads between parts (they are aborted); single PUTs finish."""
+        self._cancelled.set()
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -169,6 +175,8 @@ class S3Destination:
         parts: list[dict[str, Any]] = []
         # A bounded window of parts in flight: memory stays at window * part_size.
         for start in range(0, len(offsets), PARTS_IN_FLIGHT_PER_FILE):
+            if self._cancelled.is_set():
+                raise RetryableError(f"{source.path}: interrupted; multipart upload aborted")
             window = offsets[start : start + PARTS_IN_FLIGHT_PER_FILE]
             futures = [
                 self._parts.submit(self._send_part, source, key, upload_id, start + i + 1, offset)
