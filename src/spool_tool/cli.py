@@ -79,6 +79,7 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
 @click.option(
     "--format",
     "template",
+    envvar="SPOOL_TOOL_FORMAT",
     default="{fname}",
     show_default=True,
     metavar="TEMPLATE",

@@ -1,0 +1,78 @@
+"""Shared helpers for tests that drive spool_tool as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+SPOOL_TOOL = [sys.executable, "-m", "spool_tool"]
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command in a subprocess, with the test's environment plus ``env``."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*SPOOL_TOOL, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def make_files(new: Path, count: int, size: int = 64, prefix: str = "f") -> dict[str, bytes]:
+    """Create ``count`` files of ``size`` distinct bytes in ``new``; returns name -> content."""
+    new.mkdir(parents=True, exist_ok=True)
+    contents: dict[str, bytes] = {}
+    for i in range(count):
+        name = f"{prefix}{i:05d}.dat"
+        data = (f"{name}:".encode() + os.urandom(size))[:size] if size else b""
+        (new / name).write_bytes(data)
+        contents[name] = data
+    return contents
+
+
+def list_objects(client: S3Client, bucket: str, prefix: str = "") -> dict[str, int]:
+    """Every object under ``prefix`` -> its size."""
+    found: dict[str, int] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = obj["Size"]
+    return found
+
+
+def get_body(client: S3Client, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def open_multipart_uploads(client: S3Client, bucket: str) -> list[str]:
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return [u["Key"] for u in uploads]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime_ns) of everything under ``root`` (symlinks not followed)."""
+    result: dict[str, tuple[int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            result[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return result
+
+
+def assert_one_line_error(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
