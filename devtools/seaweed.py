@@ -29,8 +29,8 @@ Behaviour worth knowing (SeaweedFS 4.48, measured here):
   (``auto_create_bucket=False``): PUT to a missing bucket answers ``NoSuchBucket`` (404).
 * weed logs to files in /tmp unless ``-logtostderr`` is given; it is given, so its output goes
   only to ``weed.log``.
-* SIGTERM takes about 2-4 s to exit. The ``/tmp/seaweedfs-*-PORT.sock`` files it leaves are
-  removed after it exits.
+* SIGTERM takes about 2-4 s to exit; with ``-volume.preStopSeconds=0`` (given) about 1.3 s.
+  The ``/tmp/seaweedfs-*-PORT.sock`` files it leaves are removed after it exits.
 """
 
 from __future__ import annotations
@@ -328,7 +328,9 @@ class SeaweedServer:
         self._kill(grace=0.0)  # nothing worth a clean shutdown yet
         self._failed_attempts += 1
         with contextlib.suppress(OSError):
-            self.log_path.rename(self.log_path.with_name(f"weed.log.failed-{self._failed_attempts}"))
+            self.log_path.rename(
+                self.log_path.with_name(f"weed.log.failed-{self._failed_attempts}")
+            )
         if not self._started_once:  # weed saved mini.options with the old ports: start empty
             shutil.rmtree(self.weed_dir, ignore_errors=True)
             self.weed_dir.mkdir()
@@ -370,6 +372,7 @@ class SeaweedServer:
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            "-volume.preStopSeconds=0",  # weed's mini default 1 s only slows stop() down
             f"-s3.config={self.config_path}",
             f"-s3.autoCreateBucket={str(self.auto_create_bucket).lower()}",
         ]
