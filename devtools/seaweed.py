@@ -235,26 +235,27 @@ class SeaweedServer:
         self._prepare_dirs()
         began = time.monotonic()
         deadline = began + timeout
+        try:
+            self._start_attempts(weed, deadline)
+            self._started_once = True
+            self._create_buckets()
+        except BaseException:  # Ctrl-C while waiting included: never leave weed running
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - began
+
+    def _start_attempts(self, weed: Path, deadline: float) -> None:
         for attempt in range(_START_ATTEMPTS):
             if attempt or not self.ports or not all(map(_port_is_free, self.ports.values())):
                 self.ports = _pick_ports()
             self._launch(weed)
             outcome = self._wait_ready(deadline)
             if outcome == "ready":
-                break
+                return
             error = self._failed_attempt(outcome)
             if outcome != "port race" or time.monotonic() >= deadline:
                 raise SeaweedStartError(error)
-        else:
-            raise SeaweedStartError(f"port races in {_START_ATTEMPTS} attempts ({self.data_dir})")
-        self._started_once = True
-        _running.add(self)
-        try:
-            self._create_buckets()
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - began
+        raise SeaweedStartError(f"port races in {_START_ATTEMPTS} attempts ({self.data_dir})")
 
     def stop(self) -> None:
         """SIGTERM, wait up to ~10 s, then SIGKILL. Safe to call twice."""
@@ -294,7 +295,8 @@ class SeaweedServer:
             "config": config,
         }
         params.update(kw)
-        # A fresh Session: never picks up ~/.aws or AWS_PROFILE settings by accident.
+        # Own Session (not boto3's default one); the explicit keys, endpoint and region win
+        # over AWS_* variables and ~/.aws files.
         return boto3.session.Session().client("s3", **params)
 
     def env(self) -> dict[str, str]:
@@ -391,6 +393,7 @@ class SeaweedServer:
                 start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop weed
                 preexec_fn=_set_pdeathsig if self.kill_on_parent_exit else None,  # noqa: PLW1509
             )
+        _running.add(self)
 
     def _wait_ready(self, deadline: float) -> str:
         probe = self.client(
@@ -512,12 +515,20 @@ def _run(args: argparse.Namespace) -> int:
         }
         env.update(server.env())
         try:
-            status = subprocess.call(command, env=env)
+            child = subprocess.Popen(command, env=env)
         except FileNotFoundError:
             print(f"seaweed run: command not found: {command[0]}", file=sys.stderr)
             return 127
-        except KeyboardInterrupt:
-            return 130
+        try:
+            status = child.wait()
+        except BaseException:  # SIGTERM (SystemExit) or Ctrl-C: end CMD before the server
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise
         return status if status >= 0 else 128 - status
 
 
@@ -535,7 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--timeout", type=float, default=60.0, help="start timeout in seconds")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
     args = parser.parse_args(argv)
-    return _run(args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
