@@ -253,11 +253,6 @@ def test_ledger_forgotten_for_undecodable_names(
     assert journal.ledger_entry(bad) is None
 
 
-@pytest.mark.xfail(
-    reason="delete_expired forgets ledger rows even when SpoolFS(dry_run=True) deleted nothing "
-    "(job.py passes journal=None in dry runs, so this is latent)",
-    strict=True,
-)
 def test_dry_run_keeps_ledger_rows(completed: Path, rec: Recorder, journal: Journal) -> None:
     make(completed, "old", N + 1)
     ledger(journal, "old")

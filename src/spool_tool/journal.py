@@ -149,13 +149,21 @@ class Journal:
         if not path.exists():
             return None
         try:
-            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            # With a writer active (its -wal file exists), read through the WAL to see its
+            # latest claims. Otherwise open immutable, so that no -wal/-shm files appear: the
+            # writer checkpoints and removes its WAL when it closes.
+            live = path.with_name(path.name + "-wal").exists()
+            mode = "mode=ro" if live else "mode=ro&immutable=1"
+            db = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, isolation_level=None)
             db.execute("SELECT 1 FROM claims LIMIT 1")
         except sqlite3.Error:
             return None
         return cls(db, None)
 
     def close(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

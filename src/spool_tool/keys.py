@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import string
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,5 +145,6 @@ def full_key(prefix: str, rendered: str) -> str:
     return key
 
 
-def current_time() -> float:
-    return time.time()
+def whole_seconds(ns: int) -> int:
+    """Truncate (never round) a nanosecond timestamp: 23:59:59.9999995 stays on its day."""
+    return ns // 1_000_000_000

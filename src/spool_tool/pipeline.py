@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +27,13 @@ from spool_tool.errors import (
 )
 from spool_tool.events import EventBus, FileFailed, FileMoved, FileUploaded, RunStopped
 from spool_tool.journal import Claim, Completion, Journal
-from spool_tool.keys import FileFacts, creation_time, full_key, normalise_spool_dir
+from spool_tool.keys import (
+    FileFacts,
+    creation_time,
+    full_key,
+    normalise_spool_dir,
+    whole_seconds,
+)
 from spool_tool.scan import Candidate, is_old_enough
 from spool_tool.spoolfs import Identity, Source, SpoolFS, fsync_dir, open_source, unchanged_since
 
@@ -135,8 +142,8 @@ class SpoolUploader:
         facts = FileFacts(
             name=candidate.name,
             spool_dir=self._spool_token,
-            mtime=candidate.st.st_mtime,
-            ctime=creation_time(candidate.st),
+            mtime=whole_seconds(candidate.st.st_mtime_ns),
+            ctime=math.floor(creation_time(candidate.st)),
             now=now,
         )
         rendered = self.config.template.render(facts)
@@ -223,12 +230,12 @@ class SpoolUploader:
 
         result = await self.destination.upload(source, claim.key, record)
         seconds = time.monotonic() - started
-        crash_point("after_upload")
-        if source.size >= self.config.s3.multipart_threshold:
+        if source.size >= self.config.s3.multipart_threshold and unchanged_since(source):
             # Worth a transaction: after a crash the rerun only moves the file.
             self.journal.mark_uploaded(
                 claim.name, source.size, source.st.st_mtime_ns, result.etag, result.checksum
             )
+        crash_point("after_upload")
         return result, seconds
 
     def _move(
@@ -280,8 +287,8 @@ async def recover(journal: Journal, destination: Destination, new: Path, bus: Ev
                 log.warning("could not abort multipart upload of %s: %s", claim.key, exc)
                 if isinstance(exc, FatalError):
                     raise
-            else:
-                journal.set_upload_id(name, None)
+                continue  # keep the claim and its UploadId: the next run tries again
+            journal.set_upload_id(name, None)
         try:
             st = os.lstat(new / name)
         except FileNotFoundError:

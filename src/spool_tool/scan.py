@@ -49,11 +49,12 @@ def entry_kind(mode: int) -> str:
 
 
 def is_old_enough(st: os.stat_result, hold_for_seconds: float, now: float) -> bool:
-    """Unmodified for ``hold_for_seconds``. A future mtime counts as eligible only when
-    ``hold_for`` is 0 (the caller is warned either way by ``iter_eligible``)."""
+    """Unmodified for ``hold_for_seconds``. With ``hold_for`` 0 every regular file is eligible,
+    even one whose mtime is in the future; otherwise a future mtime waits (the caller is warned
+    either way by ``iter_eligible``)."""
+    if hold_for_seconds == 0:
+        return True
     age = now - st.st_mtime
-    if age < -FUTURE_TOLERANCE_SECONDS:
-        return hold_for_seconds == 0
     return age >= hold_for_seconds
 
 

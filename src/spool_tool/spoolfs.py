@@ -147,11 +147,18 @@ class SpoolFS:
 
     def _copy_then_delete(self, src: Path, completed: Path) -> Path:
         tmp = completed / f".{src.name}.spool_tool-partial"
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        shutil.copystat(src, tmp, follow_symlinks=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover of a crashed copy (unlink never follows a symlink)
+        source = open_source(src)
+        try:
+            out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(source.fd, "rb", closefd=False) as fin, os.fdopen(out_fd, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.utime(tmp, ns=(source.st.st_atime_ns, source.st.st_mtime_ns))
+        finally:
+            source.close()
         try:
             for name in _candidates(src.name):
                 dst = completed / name
