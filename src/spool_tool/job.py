@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spool_tool.cleanup import delete_expired
@@ -46,25 +47,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run(config: Config, listeners: list[Listener] | None = None) -> Summary:
-    """Run both phases once; return the summary (``summary.ok`` decides exit 0 or 1)."""
+DestinationFactory = Callable[["Config"], "Destination"]
+
+
+def run(
+    config: Config,
+    listeners: list[Listener] | None = None,
+    *,
+    destination_factory: DestinationFactory = make_destination,
+) -> Summary:
+    """Run both phases once; return the summary (``summary.ok`` decides exit 0 or 1).
+
+    ``destination_factory`` lets tests wrap the real destination (fault hooks on its client).
+    """
     bus = EventBus(listeners)
     control = RunControl()
     started = time.monotonic()
-    asyncio.run(_run(config, bus, control))
+    asyncio.run(_run(config, bus, control, destination_factory))
     bus.summary.seconds = time.monotonic() - started
     bus.summary.signal = control.signal
     bus.emit(RunFinished(bus.summary))
     return bus.summary
 
 
-async def _run(config: Config, bus: EventBus, control: RunControl) -> None:
+async def _run(
+    config: Config, bus: EventBus, control: RunControl, destination_factory: DestinationFactory
+) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, signum, bus, control)
     destination: Destination | None = None
     if config.upload and not config.dry_run:
-        destination = make_destination(config)
+        destination = destination_factory(config)
         control.on_signal = destination.cancel
     try:
         if config.upload:
