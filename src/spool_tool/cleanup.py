@@ -2,28 +2,85 @@
 
 Never follows symlinks, never recurses, never touches anything outside ``completed/``:
 entries are unlinked by name relative to an open descriptor of ``completed/`` itself.
+With ``--verify-before-delete`` each file's object is HEADed first (size and checksum against
+the ledger) and the file is kept when the object is missing or no longer matches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from spool_tool.crashpoints import crash_point
+from spool_tool.errors import SpoolToolError
 from spool_tool.events import DeleteFailed, EventBus, FileDeleted
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from spool_tool.journal import Journal
+    from spool_tool.destinations.base import ObjectInfo
+    from spool_tool.journal import Journal, LedgerEntry
     from spool_tool.spoolfs import SpoolFS
+
+Head = Callable[[str], Awaitable["ObjectInfo | None"]]
+VERIFY_CONCURRENCY = 16
 
 
 def is_expired(st: os.stat_result, delete_after_seconds: float, now: float) -> bool:
     if delete_after_seconds == 0:
         return True
     return now - st.st_mtime > delete_after_seconds
+
+
+def _iter_expired(dir_fd: int, delete_after_seconds: float, now: float) -> Iterator[str]:
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and is_expired(st, delete_after_seconds, now):
+                yield entry.name
+
+
+class _Deleter:
+    def __init__(
+        self, completed: Path, dir_fd: int, fs: SpoolFS, bus: EventBus, journal: Journal | None
+    ) -> None:
+        self.completed = completed
+        self.dir_fd = dir_fd
+        self.fs = fs
+        self.bus = bus
+        self.journal = journal
+        self.deleted: list[str] = []
+
+    def delete(self, name: str) -> None:
+        path = self.completed / name
+        try:
+            self.fs.delete(self.dir_fd, name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.bus.emit(DeleteFailed(path, f"{path}: cannot delete: {exc.strerror}"))
+            return
+        self.deleted.append(name)
+        self.bus.emit(FileDeleted(path, dry_run=self.fs.dry_run))
+        crash_point("mid_cleanup")
+
+    def finish(self) -> None:
+        os.close(self.dir_fd)
+        if self.journal is not None and not self.fs.dry_run:
+            self.journal.forget_completed(self.deleted)
+
+
+def _open_dir(completed: Path) -> int | None:
+    try:
+        return os.open(completed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
 
 
 def delete_expired(
@@ -35,32 +92,65 @@ def delete_expired(
     bus: EventBus,
     journal: Journal | None,
 ) -> None:
-    try:
-        dir_fd = os.open(completed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    dir_fd = _open_dir(completed)
+    if dir_fd is None:
         return
-    deleted: list[str] = []
+    deleter = _Deleter(completed, dir_fd, fs, bus, journal)
     try:
-        with os.scandir(dir_fd) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISREG(st.st_mode) or not is_expired(st, delete_after_seconds, now):
-                    continue
-                path = completed / entry.name
-                try:
-                    fs.delete(dir_fd, entry.name)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    bus.emit(DeleteFailed(path, f"{path}: cannot delete: {exc.strerror}"))
-                    continue
-                deleted.append(entry.name)
-                bus.emit(FileDeleted(path, dry_run=fs.dry_run))
-                crash_point("mid_cleanup")
+        for name in _iter_expired(dir_fd, delete_after_seconds, now):
+            deleter.delete(name)
     finally:
-        os.close(dir_fd)
-        if journal is not None and not fs.dry_run:
-            journal.forget_completed(deleted)
+        deleter.finish()
+
+
+async def delete_expired_verified(
+    completed: Path,
+    *,
+    delete_after_seconds: float,
+    now: float,
+    fs: SpoolFS,
+    bus: EventBus,
+    journal: Journal,
+    head: Head,
+) -> None:
+    """Like ``delete_expired``, but only files whose object S3 still holds, intact."""
+    dir_fd = _open_dir(completed)
+    if dir_fd is None:
+        return
+    deleter = _Deleter(completed, dir_fd, fs, bus, journal)
+    slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+    async def verify_then_delete(name: str, entry: LedgerEntry | None) -> None:
+        async with slots:
+            problem = await _mismatch(entry, head)
+        if problem is None:
+            deleter.delete(name)
+        else:
+            path = completed / name
+            bus.emit(DeleteFailed(path, f"{path}: kept, {problem} (--verify-before-delete)"))
+
+    try:
+        tasks = [
+            asyncio.create_task(verify_then_delete(name, journal.ledger_entry(name)))
+            for name in _iter_expired(dir_fd, delete_after_seconds, now)
+        ]
+        await asyncio.gather(*tasks)
+    finally:
+        deleter.finish()
+
+
+async def _mismatch(entry: LedgerEntry | None, head: Head) -> str | None:
+    """Why the file must be kept, or None when the object matches the ledger."""
+    if entry is None:
+        return "no record of its upload in the journal"
+    try:
+        info = await head(entry.key)
+    except SpoolToolError as exc:
+        return f"cannot check the object: {exc}"
+    if info is None:
+        return f"object {entry.key} no longer exists"
+    if info.size != entry.size:
+        return f"object {entry.key} is {info.size} bytes, uploaded {entry.size}"
+    if entry.checksum and info.checksum and entry.checksum != info.checksum:
+        return f"object {entry.key} checksum {info.checksum} != uploaded {entry.checksum}"
+    return None

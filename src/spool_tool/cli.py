@@ -17,6 +17,7 @@ import click
 
 from spool_tool import __version__
 from spool_tool.config import (
+    ACLS,
     CHECKSUMS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
@@ -24,6 +25,7 @@ from spool_tool.config import (
     Config,
     S3Options,
     parse_destination,
+    parse_pairs,
 )
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
@@ -143,6 +145,23 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
     metavar="N",
     help="Attempts per S3 request (botocore standard retry mode, with backoff).",
 )
+@click.option("--storage-class", metavar="CLASS", help="S3 storage class (e.g. STANDARD_IA).")
+@click.option("--sse", type=click.Choice(["AES256", "aws:kms"]), help="Server-side encryption.")
+@click.option("--sse-kms-key-id", metavar="KEY", help="KMS key for --sse aws:kms.")
+@click.option("--acl", type=click.Choice(ACLS), help="Canned ACL for every object.")
+@click.option("--content-type", metavar="TYPE", help="Content-Type (default: from the extension).")
+@click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="User metadata (repeatable).")
+@click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Object tag (repeatable).")
+@click.option(
+    "--compress",
+    type=click.Choice(["gzip", "zstd"]),
+    help="Compress before upload; adds .gz/.zst to the key and sets Content-Encoding.",
+)
+@click.option(
+    "--verify-before-delete",
+    is_flag=True,
+    help="Cleanup HEADs each object (size, checksum) and keeps files that no longer match.",
+)
 @click.option("-v", "--verbose", count=True, help="More output (-v: debug).")
 @click.option("-q", "--quiet", count=True, help="Less output (-q: warnings, -qq: errors).")
 @click.option(
@@ -190,6 +209,14 @@ def build_config(paths: tuple[str, ...], options: dict[str, Any]) -> Config:
         multipart_threshold=parse_size(options["multipart_threshold"], "--multipart-threshold"),
         part_size=parse_size(options["part_size"], "--part-size"),
         max_attempts=options["max_attempts"],
+        storage_class=options["storage_class"] or None,
+        sse=options["sse"] or None,
+        sse_kms_key_id=options["sse_kms_key_id"] or None,
+        acl=options["acl"] or None,
+        content_type=options["content_type"] or None,
+        metadata=parse_pairs(options["metadata"], "--metadata"),
+        tags=parse_pairs(options["tag"], "--tag"),
+        compress=options["compress"] or None,
     )
     if s3.max_attempts < 1:
         raise ConfigError(f"invalid --max-attempts {s3.max_attempts}: must be >= 1")
@@ -204,6 +231,7 @@ def build_config(paths: tuple[str, ...], options: dict[str, Any]) -> Config:
         cleanup=not options["no_cleanup"],
         concurrency=options["concurrency"],
         s3=s3,
+        verify_before_delete=options["verify_before_delete"],
     )
 
 

@@ -83,6 +83,53 @@ class S3Options:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     engine: Literal["auto", "boto3", "obstore"] = "auto"
+    # Object options (README "S3 options").
+    storage_class: str | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    acl: str | None = None
+    content_type: str | None = None  # None: guessed from the file name
+    metadata: tuple[tuple[str, str], ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    compress: Literal["gzip", "zstd"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
+        if self.storage_class is not None and not re.fullmatch(r"[A-Z_]+", self.storage_class):
+            raise ConfigError(
+                f"invalid --storage-class {self.storage_class!r}: expected e.g. STANDARD_IA"
+            )
+        for option, pairs in (("--metadata", self.metadata), ("--tag", self.tags)):
+            for key, _ in pairs:
+                if not key or not re.fullmatch(r"[A-Za-z0-9_.:/=+@ -]+", key):
+                    raise ConfigError(f"invalid {option} key {key!r}")
+        if self.checksum == "crc32c":
+            _require_crt()
+
+
+ACLS = (
+    "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "bucket-owner-full-control",
+)  # fmt: skip
+
+
+def _require_crt() -> None:
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec("awscrt") is None:
+        raise ConfigError("--checksum crc32c needs the awscrt package (pip install 'boto3[crt]')")
+
+
+def parse_pairs(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
+    """``("k=v", ...)`` -> ``(("k", "v"), ...)``; a value may itself contain ``=``."""
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"invalid {option} {value!r}: expected KEY=VALUE")
+        pairs.append((key, val))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -97,6 +144,7 @@ class Config:
     cleanup: bool = True
     concurrency: int = DEFAULT_CONCURRENCY
     s3: S3Options = field(default_factory=S3Options)
+    verify_before_delete: bool = False
 
     def __post_init__(self) -> None:
         minutes(self.hold_for, "--hold-for")

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from spool_tool.cleanup import delete_expired
+from spool_tool.cleanup import delete_expired, delete_expired_verified
 from spool_tool.destinations import make_destination
-from spool_tool.errors import FatalError
+from spool_tool.errors import FatalError, FileError
 from spool_tool.events import (
     EntrySkipped,
     EventBus,
@@ -28,13 +27,9 @@ from spool_tool.events import (
 )
 from spool_tool.journal import Journal, SpoolBusyError
 from spool_tool.keys import (
-    FileFacts,
-    creation_time,
-    full_key,
     normalise_spool_dir,
-    whole_seconds,
 )
-from spool_tool.pipeline import RunControl, SpoolUploader, recover
+from spool_tool.pipeline import RunControl, SpoolUploader, key_for, recover
 from spool_tool.scan import iter_eligible
 from spool_tool.spoolfs import SpoolFS
 
@@ -77,14 +72,15 @@ async def _run(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, signum, bus, control)
     destination: Destination | None = None
-    if config.upload and not config.dry_run:
+    wants_s3 = config.upload or (config.cleanup and config.verify_before_delete)
+    if wants_s3 and not config.dry_run:
         destination = destination_factory(config)
         control.on_signal = destination.cancel
     try:
         if config.upload:
             await _upload_phase(config, bus, control, destination)
         if config.cleanup and control.signal is None:
-            _cleanup_phase(config, bus, control)
+            await _cleanup_phase(config, bus, control, destination)
     finally:
         if destination is not None:
             await destination.close()
@@ -195,24 +191,19 @@ def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
         ):
             key = claim.key
         else:
-            facts = FileFacts(
-                candidate.name,
-                token,
-                whole_seconds(candidate.st.st_mtime_ns),
-                math.floor(creation_time(candidate.st)),
-                now,
-            )
             try:
-                key = full_key(config.destination.prefix, config.template.render(facts))
-            except Exception as exc:
-                bus.emit(EntrySkipped(candidate.path, f"would fail: {exc}"))
+                key = key_for(config, candidate, token, now)
+            except FileError as exc:
+                bus.emit(EntrySkipped(candidate.path, f"would fail: {exc}", warning=True))
                 continue
         bus.emit(WouldUpload(candidate.path, config.destination.uri_for(key)))
     if journal is not None:
         journal.close()
 
 
-def _cleanup_phase(config: Config, bus: EventBus, control: RunControl) -> None:
+async def _cleanup_phase(
+    config: Config, bus: EventBus, control: RunControl, destination: Destination | None
+) -> None:
     for spool in config.spool_dirs:
         if control.signal is not None:
             return
@@ -223,23 +214,29 @@ def _cleanup_phase(config: Config, bus: EventBus, control: RunControl) -> None:
         fs = SpoolFS(dry_run=config.dry_run)
         journal: Journal | None = None
         if not config.dry_run:
-            try:
-                journal = Journal.open(spool)
-            except SpoolBusyError:
-                bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
-                continue
-            except FatalError as exc:
-                bus.emit(SpoolSkipped(spool, str(exc), True))
+            journal = _open_journal(spool, bus)
+            if journal is None:
                 continue
         try:
-            delete_expired(
-                completed,
-                delete_after_seconds=config.delete_after * 60,
-                now=time.time(),
-                fs=fs,
-                bus=bus,
-                journal=journal,
-            )
+            if config.verify_before_delete and journal is not None and destination is not None:
+                await delete_expired_verified(
+                    completed,
+                    delete_after_seconds=config.delete_after * 60,
+                    now=time.time(),
+                    fs=fs,
+                    bus=bus,
+                    journal=journal,
+                    head=destination.head,
+                )
+            else:
+                delete_expired(
+                    completed,
+                    delete_after_seconds=config.delete_after * 60,
+                    now=time.time(),
+                    fs=fs,
+                    bus=bus,
+                    journal=journal,
+                )
         finally:
             if journal is not None:
                 journal.close()

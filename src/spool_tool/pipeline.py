@@ -11,13 +11,16 @@ import contextlib
 import itertools
 import logging
 import math
+import mimetypes
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from spool_tool.compress import ENCODING, SUFFIX, compress_to_temp, wants_compression
 from spool_tool.crashpoints import crash_point
+from spool_tool.destinations.base import ObjectHeaders
 from spool_tool.errors import (
     ChangedDuringUploadError,
     FatalError,
@@ -139,18 +142,7 @@ class SpoolUploader:
         return ready
 
     def _key_for(self, candidate: Candidate, now: float) -> str:
-        facts = FileFacts(
-            name=candidate.name,
-            spool_dir=self._spool_token,
-            mtime=whole_seconds(candidate.st.st_mtime_ns),
-            ctime=math.floor(creation_time(candidate.st)),
-            now=now,
-        )
-        rendered = self.config.template.render(facts)
-        try:
-            return full_key(self.config.destination.prefix, rendered)
-        except FileError as exc:
-            raise FileError(f"{candidate.path}: {exc}") from exc
+        return key_for(self.config, candidate, self._spool_token, now)
 
     # -- one file ---------------------------------------------------------------------------
 
@@ -212,6 +204,16 @@ class SpoolUploader:
             self.control.stop(reason)
             self.bus.emit(RunStopped(reason))
 
+    def _prepare(self, source: Source) -> tuple[Source, ObjectHeaders]:
+        """The body to send (compressed into a temp file with --compress) and its headers."""
+        content_type = mimetypes.guess_type(source.path.name, strict=False)[0]
+        compression = self.config.s3.compress
+        if compression is None or not wants_compression(source.path.name, compression):
+            return source, ObjectHeaders(content_type=content_type)
+        tmp_dir = self.spool_dir / ".spool_tool" / "tmp"
+        payload = compress_to_temp(source, compression, tmp_dir)
+        return payload, ObjectHeaders(content_type, ENCODING[compression])
+
     async def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float]:
         from spool_tool.destinations.base import UploadResult  # noqa: PLC0415
 
@@ -228,7 +230,12 @@ class SpoolUploader:
             if upload_id is not None:
                 crash_point("mid_upload")
 
-        result = await self.destination.upload(source, claim.key, record)
+        payload, headers = self._prepare(source)
+        try:
+            result = await self.destination.upload(payload, claim.key, record, headers)
+        finally:
+            if payload is not source:
+                payload.close()
         seconds = time.monotonic() - started
         if source.size >= self.config.s3.multipart_threshold and unchanged_since(source):
             # Worth a transaction: after a crash the rerun only moves the file.
@@ -298,3 +305,23 @@ async def recover(journal: Journal, destination: Destination, new: Path, bus: Ev
             stale.append(name)
     journal.drop_claims(stale)
     del bus
+
+
+def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) -> str:
+    """Render and validate the object key a file gets at its first claim (``FileError``)."""
+    st = candidate.st
+    facts = FileFacts(
+        name=candidate.name,
+        spool_dir=spool_token,
+        mtime=whole_seconds(st.st_mtime_ns),
+        ctime=math.floor(creation_time(st)),
+        now=now,
+    )
+    rendered = config.template.render(facts)
+    if wants_compression(candidate.name, config.s3.compress):
+        assert config.s3.compress is not None
+        rendered += SUFFIX[config.s3.compress]
+    try:
+        return full_key(config.destination.prefix, rendered)
+    except FileError as exc:
+        raise FileError(f"{candidate.path}: {exc}") from exc

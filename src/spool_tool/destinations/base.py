@@ -16,6 +16,27 @@ completed or aborted; the journal persists it so a rerun can abort an orphan."""
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectHeaders:
+    """Per-object HTTP headers decided by the pipeline (the rest come from S3Options)."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+
+
+NO_HEADERS = ObjectHeaders()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a HEAD of an uploaded object says (for --verify-before-delete)."""
+
+    key: str
+    size: int
+    etag: str | None = None
+    checksum: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UploadResult:
     key: str
     size: int
@@ -36,11 +57,18 @@ class Destination(Protocol):
         """Fail fast (``FatalError``) when no upload can succeed: no bucket, unreachable."""
 
     async def upload(
-        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+        self,
+        source: Source,
+        key: str,
+        record_upload_id: UploadIdRecorder,
+        headers: ObjectHeaders = ...,
     ) -> UploadResult: ...
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload left by an earlier, killed run."""
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's size/checksum, or None when it does not exist."""
 
     def cancel(self) -> None:
         """A signal arrived: abandon long transfers cleanly (abort, never orphan)."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spool_tool.destinations.base import UploadIdRecorder, UploadResult
+from spool_tool.destinations.base import (
+    NO_HEADERS,
+    ObjectHeaders,
+    ObjectInfo,
+    UploadIdRecorder,
+    UploadResult,
+)
 
 if TYPE_CHECKING:
     from spool_tool.config import DestinationURI
@@ -19,13 +25,21 @@ class NoopDestination:
         return None
 
     async def upload(
-        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+        self,
+        source: Source,
+        key: str,
+        record_upload_id: UploadIdRecorder,
+        headers: ObjectHeaders = NO_HEADERS,
     ) -> UploadResult:
-        del record_upload_id  # never multipart
+        del record_upload_id, headers  # never multipart, nothing to send
         return UploadResult(key=key, size=source.size)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         del key, upload_id
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        del key
+        return None
 
     def cancel(self) -> None:
         return None

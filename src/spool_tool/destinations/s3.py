@@ -12,8 +12,10 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import mimetypes
 import os
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,13 @@ import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
-from spool_tool.destinations.base import UploadIdRecorder, UploadResult
+from spool_tool.destinations.base import (
+    NO_HEADERS,
+    ObjectHeaders,
+    ObjectInfo,
+    UploadIdRecorder,
+    UploadResult,
+)
 from spool_tool.destinations.s3errors import translate
 from spool_tool.errors import ConfigError, FatalError, FileError, RetryableError, SpoolToolError
 
@@ -76,6 +84,7 @@ class S3Destination:
         )
         self._algorithm = None if options.checksum == "off" else options.checksum.upper()
         self._cancelled = threading.Event()
+        self._object_args = object_args(options)
 
     def cancel(self) -> None:
         """Stop multipart uploads between parts (they are aborted); single PUTs finish."""
@@ -102,11 +111,25 @@ class S3Destination:
             raise translate(exc, where) from exc
 
     async def upload(
-        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+        self,
+        source: Source,
+        key: str,
+        record_upload_id: UploadIdRecorder,
+        headers: ObjectHeaders = NO_HEADERS,
     ) -> UploadResult:
+        args = self._args_for(key, headers)
         if source.size >= self.options.multipart_threshold:
-            return await self._run(lambda: self._multipart(source, key, record_upload_id))  # type: ignore[no-any-return]
-        return await self._run(lambda: self._put(source, key))  # type: ignore[no-any-return]
+            return await self._run(lambda: self._multipart(source, key, record_upload_id, args))  # type: ignore[no-any-return]
+        return await self._run(lambda: self._put(source, key, args))  # type: ignore[no-any-return]
+
+    def _args_for(self, key: str, headers: ObjectHeaders) -> dict[str, Any]:
+        args = dict(self._object_args)
+        content_type = self.options.content_type or headers.content_type or guess_type(key)
+        if content_type:
+            args["ContentType"] = content_type
+        if headers.content_encoding:
+            args["ContentEncoding"] = headers.content_encoding
+        return args
 
     def _checksum_args(self, data: bytes | memoryview) -> dict[str, str]:
         if self._algorithm is None:
@@ -119,11 +142,11 @@ class S3Destination:
         value = response.get(f"Checksum{self._algorithm}")
         return f"{self._algorithm}:{value}" if value else None
 
-    def _put(self, source: Source, key: str) -> UploadResult:
+    def _put(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
         where = self.uri.uri_for(key)
         try:
             data = source.read_all()
-            extra: dict[str, Any] = self._checksum_args(data)
+            extra: dict[str, Any] = {**args, **self._checksum_args(data)}
             if self.options.no_clobber:
                 extra["IfNoneMatch"] = "*"
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
@@ -134,10 +157,14 @@ class S3Destination:
         )
 
     def _multipart(
-        self, source: Source, key: str, record_upload_id: UploadIdRecorder
+        self,
+        source: Source,
+        key: str,
+        record_upload_id: UploadIdRecorder,
+        args: dict[str, Any],
     ) -> UploadResult:
         where = self.uri.uri_for(key)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(args)
         if self._algorithm is not None:
             extra["ChecksumAlgorithm"] = self._algorithm
         try:
@@ -224,10 +251,58 @@ class S3Destination:
 
         await self._run(abort)
 
+    async def head(self, key: str) -> ObjectInfo | None:
+        def head() -> ObjectInfo | None:
+            try:
+                response = self.client.head_object(
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                )
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if status == 404:  # noqa: PLR2004
+                    return None
+                raise translate(exc, self.uri.uri_for(key)) from exc
+            except Exception as exc:
+                raise translate(exc, self.uri.uri_for(key)) from exc
+            checksum = None
+            if self._algorithm is not None:
+                value = response.get(f"Checksum{self._algorithm}")
+                checksum = f"{self._algorithm}:{value}" if value else None
+            return ObjectInfo(key, response["ContentLength"], response.get("ETag"), checksum)
+
+        return await self._run(head)  # type: ignore[no-any-return]
+
     async def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._parts.shutdown(wait=True, cancel_futures=True)
         self.client.close()
+
+
+def guess_type(key: str) -> str | None:
+    """Content-Type from the key's extension, ignoring a compression suffix we added."""
+    for suffix in (".gz", ".zst"):
+        if key.endswith(suffix):
+            key = key.removesuffix(suffix)
+            break
+    return mimetypes.guess_type(key, strict=False)[0]
+
+
+def object_args(options: S3Options) -> dict[str, Any]:
+    """PutObject / CreateMultipartUpload arguments that are the same for every object."""
+    args: dict[str, Any] = {}
+    if options.storage_class:
+        args["StorageClass"] = options.storage_class
+    if options.sse:
+        args["ServerSideEncryption"] = options.sse
+    if options.sse_kms_key_id:
+        args["SSEKMSKeyId"] = options.sse_kms_key_id
+    if options.acl:
+        args["ACL"] = options.acl
+    if options.metadata:
+        args["Metadata"] = dict(options.metadata)
+    if options.tags:
+        args["Tagging"] = urllib.parse.urlencode(options.tags)
+    return args
 
 
 __all__ = ["S3Destination", "SpoolToolError"]
