@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from spool_tool import __version__
+from spool_tool.app import AppOptions
 from spool_tool.config import (
     ACLS,
     CHECKSUMS,
@@ -162,6 +163,29 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
     is_flag=True,
     help="Cleanup HEADs each object (size, checksum) and keeps files that no longer match.",
 )
+@click.option("--watch", is_flag=True, help="Run as a daemon: upload files as they land.")
+@click.option(
+    "--interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="--watch: periodic rescan and cleanup interval.",
+)
+@click.option(
+    "--status",
+    is_flag=True,
+    help="Show each SPOOL_DIR's backlog (no DESTINATION) and change nothing.",
+)
+@click.option("--metrics-file", metavar="PATH", help="Write a Prometheus textfile after each run.")
+@click.option("--metrics-port", type=int, metavar="PORT", help="--watch: serve /metrics on PORT.")
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR",
+    help="Address for --metrics-port.",
+)
 @click.option("-v", "--verbose", count=True, help="More output (-v: debug).")
 @click.option("-q", "--quiet", count=True, help="Less output (-q: warnings, -qq: errors).")
 @click.option(
@@ -175,10 +199,16 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
 def command(paths: tuple[str, ...], **options: Any) -> int:
     """Upload eligible files from SPOOL_DIR/new to DESTINATION (s3://BUCKET[/PREFIX] or noop),
     move each to SPOOL_DIR/completed once S3 confirmed it, then delete old completed files."""
+    from spool_tool import app  # noqa: PLC0415 - keep --help and usage errors fast
+
+    if options["status"]:
+        if not paths:
+            raise ConfigError("--status needs at least one SPOOL_DIR")
+        ok = app.show_status([Path(p) for p in paths], options["hold_for"], options["log_format"])
+        return EXIT_OK if ok else EXIT_FAILED
     config = build_config(paths, options)
-    writer = LogWriter(
-        fmt=options["log_format"], level=level_for(options["verbose"], options["quiet"])
-    )
+    app_options = build_app_options(options)
+    writer = LogWriter(fmt=app_options.log_format, level=app_options.level)
     _route_library_logs(writer)
     if not config.template.is_unique_per_file:
         writer.write(
@@ -187,12 +217,33 @@ def command(paths: tuple[str, ...], **options: Any) -> int:
             f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
             "files may overwrite each other's objects",
         )
-    from spool_tool.job import run  # noqa: PLC0415 - keep --help fast
-
-    summary = run(config, [writer])
+    summary = app.execute([config], app_options, writer)
     if summary.signal is not None:
         return 128 + summary.signal
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def build_app_options(options: dict[str, Any]) -> AppOptions:
+    interval = options["interval"]
+    if not interval > 0:
+        raise ConfigError(f"invalid --interval {interval}: must be > 0 seconds")
+    port = options["metrics_port"]
+    if port is not None and not 0 <= port <= 65535:  # noqa: PLR2004
+        raise ConfigError(f"invalid --metrics-port {port}")
+    if port is not None and not options["watch"]:
+        raise ConfigError("--metrics-port serves /metrics in daemon mode: add --watch")
+    metrics_file = options["metrics_file"]
+    if metrics_file is not None and not Path(metrics_file).parent.is_dir():
+        raise ConfigError(f"--metrics-file {metrics_file}: directory does not exist")
+    return AppOptions(
+        log_format=options["log_format"],
+        level=level_for(options["verbose"], options["quiet"]),
+        watch=options["watch"],
+        interval=interval,
+        metrics_file=Path(metrics_file) if metrics_file else None,
+        metrics_port=port,
+        metrics_address=options["metrics_address"],
+    )
 
 
 def build_config(paths: tuple[str, ...], options: dict[str, Any]) -> Config:

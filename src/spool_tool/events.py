@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from spool_tool.backlog import Backlog
 
 ErrorKind = Literal["file", "retryable", "fatal", "changed"]
 
@@ -82,6 +85,13 @@ class RunStopped:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class BacklogMeasured:
+    """A spool's backlog at the end of a run or daemon cycle (for metrics)."""
+
+    backlog: Backlog
+
+
 @dataclass(slots=True)
 class Summary:
     uploaded: int = 0
@@ -117,6 +127,7 @@ Event = (
     | DeleteFailed
     | RunStopped
     | RunFinished
+    | BacklogMeasured
 )
 Listener = Callable[[Event], None]
 

@@ -8,13 +8,17 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
 
+from spool_tool.backlog import measure_backlog
 from spool_tool.cleanup import delete_expired, delete_expired_verified
+from spool_tool.config import Config
 from spool_tool.destinations import make_destination
 from spool_tool.errors import FatalError, FileError
 from spool_tool.events import (
+    BacklogMeasured,
     EntrySkipped,
     EventBus,
     Listener,
@@ -36,7 +40,6 @@ from spool_tool.spoolfs import SpoolFS
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from spool_tool.config import Config
     from spool_tool.destinations.base import Destination
 
 log = logging.getLogger(__name__)
@@ -45,62 +48,130 @@ log = logging.getLogger(__name__)
 DestinationFactory = Callable[["Config"], "Destination"]
 
 
-def run(
-    config: Config,
-    listeners: list[Listener] | None = None,
-    *,
-    destination_factory: DestinationFactory = make_destination,
-) -> Summary:
-    """Run both phases once; return the summary (``summary.ok`` decides exit 0 or 1).
+@dataclass
+class Spooler:
+    """One configured job (a ``[[spool]]`` of the config file, or the command line)."""
 
-    ``destination_factory`` lets tests wrap the real destination (fault hooks on its client).
-    """
-    bus = EventBus(listeners)
-    control = RunControl()
-    started = time.monotonic()
-    asyncio.run(_run(config, bus, control, destination_factory))
-    bus.summary.seconds = time.monotonic() - started
-    bus.summary.signal = control.signal
-    bus.emit(RunFinished(bus.summary))
-    return bus.summary
-
-
-async def _run(
-    config: Config, bus: EventBus, control: RunControl, destination_factory: DestinationFactory
-) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_signal, signum, bus, control)
+    config: Config
     destination: Destination | None = None
-    wants_s3 = config.upload or (config.cleanup and config.verify_before_delete)
-    if wants_s3 and not config.dry_run:
-        destination = destination_factory(config)
-        control.on_signal = destination.cancel
-    try:
-        if config.upload:
-            await _upload_phase(config, bus, control, destination)
-        if config.cleanup and control.signal is None:
-            await _cleanup_phase(config, bus, control, destination)
-    finally:
-        if destination is not None:
-            await destination.close()
+
+
+class Runner:
+    """Runs cycles (upload phase, then cleanup) over every job; owns destinations and signals.
+
+    A one-shot run is one cycle; ``--watch`` runs many (``spool_tool.watch``).
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[Config],
+        bus: EventBus,
+        *,
+        destination_factory: DestinationFactory = make_destination,
+        measure_backlog: bool = False,
+    ) -> None:
+        self.spoolers = [Spooler(c) for c in configs]
+        self.bus = bus
+        self.destination_factory = destination_factory
+        self.measure_backlog = measure_backlog
+        self.signal: int | None = None
+        self.control = RunControl()
+        self.stopping = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        for spooler in self.spoolers:
+            config = spooler.config
+            wants_s3 = config.upload or (config.cleanup and config.verify_before_delete)
+            if wants_s3 and not config.dry_run:
+                spooler.destination = self.destination_factory(config)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for spooler in self.spoolers:
+            if spooler.destination is not None:
+                await spooler.destination.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
+    def is_stopping(self) -> bool:
+        return self.signal is not None
 
-def _on_signal(signum: int, bus: EventBus, control: RunControl) -> None:
-    name = signal.Signals(signum).name
-    if control.signal is not None:
-        # A second signal: leave now. The journal holds any open multipart UploadId, and the
-        # next run aborts it; files not yet moved stay in new/ with their keys fixed.
-        bus.emit(RunStopped(f"received {name} again: exiting at once"))
-        os._exit(128 + signum)
-    reason = f"received {name}: finishing uploads in flight, claiming no more"
-    control.stop(reason)
-    control.signal = signum
-    bus.emit(RunStopped(reason))
-    if control.on_signal is not None:
-        control.on_signal()
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is not None:
+            # A second signal: leave now. The journal holds any open multipart UploadId, and
+            # the next run aborts it; files not yet moved stay in new/ with their keys fixed.
+            self.bus.emit(RunStopped(f"received {name} again: exiting at once"))
+            os._exit(128 + signum)
+        self.signal = signum
+        self.control.signal = signum
+        reason = f"received {name}: finishing uploads in flight, claiming no more"
+        self.control.stop(reason)
+        self.bus.emit(RunStopped(reason))
+        self.stopping.set()
+        for spooler in self.spoolers:
+            if spooler.destination is not None:
+                spooler.destination.cancel()
+
+    async def cycle(self, *, cleanup: bool = True) -> RunControl:
+        """One pass: upload phase over every job, then (if ``cleanup``) the cleanup phase."""
+        self.control = RunControl(signal=self.signal)
+        if self.signal is not None:
+            self.control.stop("stopping")
+        for spooler in self.spoolers:
+            if spooler.config.upload:
+                await _upload_phase(spooler.config, self.bus, self.control, spooler.destination)
+        if cleanup:
+            for spooler in self.spoolers:
+                if spooler.config.cleanup and self.signal is None:
+                    await _cleanup_phase(
+                        spooler.config, self.bus, self.control, spooler.destination
+                    )
+        if self.measure_backlog:
+            self._emit_backlog()
+        return self.control
+
+    def _emit_backlog(self) -> None:
+        now = time.time()
+        for spooler in self.spoolers:
+            for spool in spooler.config.spool_dirs:
+                backlog = measure_backlog(
+                    spool, hold_for_seconds=spooler.config.hold_for * 60, now=now
+                )
+                self.bus.emit(BacklogMeasured(backlog))
+
+
+def run(
+    configs: Config | Sequence[Config],
+    listeners: list[Listener] | None = None,
+    *,
+    destination_factory: DestinationFactory = make_destination,
+    measure_backlog: bool = False,
+) -> Summary:
+    """Run both phases once over every job; return the summary (``summary.ok``: exit 0 or 1).
+
+    ``destination_factory`` lets tests wrap the real destination (fault hooks on its client).
+    """
+    jobs = [configs] if isinstance(configs, Config) else list(configs)
+    bus = EventBus(listeners)
+    started = time.monotonic()
+
+    async def once() -> int | None:
+        async with Runner(
+            jobs, bus, destination_factory=destination_factory, measure_backlog=measure_backlog
+        ) as runner:
+            await runner.cycle()
+            return runner.signal
+
+    signum = asyncio.run(once())
+    bus.summary.seconds = time.monotonic() - started
+    bus.summary.signal = signum
+    bus.emit(RunFinished(bus.summary))
+    return bus.summary
 
 
 async def _upload_phase(

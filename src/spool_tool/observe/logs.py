@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from spool_tool.events import (
     DeleteFailed,
@@ -25,6 +25,12 @@ from spool_tool.events import (
     SpoolStarted,
     WouldUpload,
 )
+
+
+class TextStream(Protocol):
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
@@ -47,12 +53,12 @@ class LogWriter:
         *,
         fmt: str = "text",
         level: int = INFO,
-        stream: IO[str] | None = None,
+        stream: TextStream | None = None,
         out: IO[str] | None = None,
     ) -> None:
         self.fmt = fmt
         self.level = level
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream: TextStream = stream if stream is not None else sys.stderr
         self.out = out if out is not None else sys.stdout
 
     def write(self, level: int, event: str, message: str, **fields: Any) -> None:

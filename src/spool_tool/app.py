@@ -1,0 +1,121 @@
+"""Wires one invocation together: listeners (logs, progress, metrics), one-shot or daemon.
+
+The CLI builds the frozen configs and ``AppOptions`` and maps the returned summary to an exit
+status; this module decides which listeners run and how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spool_tool.backlog import measure_backlog, render_table, to_json
+from spool_tool.events import Event, EventBus, Listener, RunFinished, Summary
+from spool_tool.job import Runner, run
+from spool_tool.observe.logs import LogWriter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from spool_tool.config import Config
+    from spool_tool.observe.metrics import MetricsListener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """Options of the invocation as a whole (not of one spool job)."""
+
+    log_format: str = "text"
+    level: int = logging.INFO
+    watch: bool = False
+    interval: float = 30.0
+    metrics_file: Path | None = None
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+
+
+def show_status(spool_dirs: Sequence[Path], hold_for_minutes: float, log_format: str) -> bool:
+    """Print each spool's backlog (JSON document or table); changes nothing. False if a spool
+    dir is missing."""
+    now = time.time()
+    backlogs = [
+        measure_backlog(spool, hold_for_seconds=hold_for_minutes * 60, now=now)
+        for spool in spool_dirs
+    ]
+    if log_format == "json":
+        sys.stdout.write(to_json(backlogs, generated_at=now) + "\n")
+    else:
+        from rich.console import Console  # noqa: PLC0415
+
+        # Piped (cron mail, less): wide enough that paths are not cut.
+        render_table(backlogs, Console(width=None if sys.stdout.isatty() else 200))
+    return all(b.exists for b in backlogs)
+
+
+def execute(configs: Sequence[Config], options: AppOptions, writer: LogWriter) -> Summary:
+    listeners: list[Listener] = [writer]
+    metrics = None
+    dry_run = all(c.dry_run for c in configs)
+    if (options.metrics_file or options.metrics_port is not None) and not dry_run:
+        from spool_tool.observe.metrics import MetricsListener  # noqa: PLC0415
+
+        metrics = MetricsListener(options.metrics_file)
+        listeners.append(metrics)
+        if options.metrics_file is not None:
+            listeners.append(_textfile_writer(metrics))
+    progress = None
+    if not options.watch and options.log_format == "text" and sys.stderr.isatty():
+        from spool_tool.observe.progress import ConsoleStream, ProgressDisplay  # noqa: PLC0415
+
+        progress = ProgressDisplay(sys.stderr)
+        writer.stream = ConsoleStream(progress.console)
+        listeners.append(progress)
+    try:
+        if options.watch:
+            return _daemon(configs, options, listeners, metrics)
+        return run(configs, listeners, measure_backlog=metrics is not None)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _textfile_writer(metrics: MetricsListener) -> Listener:
+    def write(event: Event) -> None:
+        if isinstance(event, RunFinished):
+            try:
+                metrics.write_textfile()
+            except OSError as exc:
+                log.error("cannot write the metrics textfile: %s", exc)  # noqa: TRY400
+
+    return write
+
+
+def _daemon(
+    configs: Sequence[Config],
+    options: AppOptions,
+    listeners: list[Listener],
+    metrics: MetricsListener | None,
+) -> Summary:
+    from spool_tool.watch import watch  # noqa: PLC0415
+
+    server = None
+    if metrics is not None and options.metrics_port is not None:
+        server = metrics.serve(options.metrics_port, options.metrics_address)
+    bus = EventBus(listeners)
+
+    async def daemon() -> Summary:
+        async with Runner(configs, bus, measure_backlog=metrics is not None) as runner:
+            return await watch(runner, interval=options.interval)
+
+    try:
+        return asyncio.run(daemon())
+    finally:
+        if server is not None:
+            server.shutdown()
