@@ -1,0 +1,463 @@
+"""``--config FILE.toml`` loading: values, normalisation, and errors naming ``file:line``."""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from spool_tool.configfile import (
+    GLOBAL_KEYS,
+    GLOBAL_ONLY_KEYS,
+    SPOOL_KEYS,
+    ConfigFile,
+    SpoolSection,
+    load_config_file,
+)
+from spool_tool.errors import ConfigError
+
+FULL = """\
+# global defaults
+concurrency = 16
+log_format = "json"
+verbose = 1
+quiet = 0
+watch = true
+interval = 30
+metrics_file = "/var/lib/node_exporter/textfile_collector/spool_tool.prom"
+metrics_port = 9817
+metrics_address = "127.0.0.1"
+hold_for = 1.0
+
+[[spool]]
+dirs = ["/var/spool/app1", "/var/spool/app2"]
+destination = "s3://bucket/app/"
+format = "{hostname}/{m_YYYY}/{m_MM}/{m_DD}/{fname}"
+hold_for = 2.0
+delete_after = 120
+endpoint_url = "http://127.0.0.1:9000"
+region = "us-east-1"
+profile = "ingest"
+checksum = "sha256"
+no_clobber = true
+addressing_style = "path"
+multipart_threshold = "16MiB"
+part_size = 16777216
+max_attempts = 5
+storage_class = "STANDARD_IA"
+sse = "aws:kms"
+sse_kms_key_id = "alias/x"
+acl = "bucket-owner-full-control"
+content_type = "application/json"
+metadata = { source = "app1", team = "data" }
+tags = { retention = "30d" }
+compress = "gzip"
+verify_before_delete = true
+no_upload = false
+no_cleanup = false
+dry_run = false
+
+[[spool]]
+dirs = ["/var/spool/other"]
+destination = "noop"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spool_tool.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> tuple[Path, str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    return path, str(info.value)
+
+
+def line_of_text(text: str, needle: str, occurrence: int = 1) -> int:
+    """1-based line of the ``occurrence``-th line containing ``needle``."""
+    hits = [n for n, line in enumerate(textwrap.dedent(text).splitlines(), 1) if needle in line]
+    return hits[occurrence - 1]
+
+
+def test_full_file_round_trips_every_key(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    config = load_config_file(path)
+    assert isinstance(config, ConfigFile)
+    assert config.path == path
+    assert config.globals == {
+        "concurrency": 16,
+        "log_format": "json",
+        "verbose": 1,
+        "quiet": 0,
+        "watch": True,
+        "interval": 30,
+        "metrics_file": "/var/lib/node_exporter/textfile_collector/spool_tool.prom",
+        "metrics_port": 9817,
+        "metrics_address": "127.0.0.1",
+        "hold_for": 1.0,
+    }
+    assert config.globals.keys() <= GLOBAL_KEYS
+    assert config.globals.keys() >= GLOBAL_ONLY_KEYS
+    assert len(config.spools) == 2
+    first, second = config.spools
+    assert isinstance(first, SpoolSection)
+    assert first.values == {
+        "dirs": ["/var/spool/app1", "/var/spool/app2"],
+        "destination": "s3://bucket/app/",
+        "format": "{hostname}/{m_YYYY}/{m_MM}/{m_DD}/{fname}",
+        "hold_for": 2.0,
+        "delete_after": 120,
+        "endpoint_url": "http://127.0.0.1:9000",
+        "region": "us-east-1",
+        "profile": "ingest",
+        "checksum": "sha256",
+        "no_clobber": True,
+        "addressing_style": "path",
+        "multipart_threshold": "16MiB",
+        "part_size": 16777216,
+        "max_attempts": 5,
+        "storage_class": "STANDARD_IA",
+        "sse": "aws:kms",
+        "sse_kms_key_id": "alias/x",
+        "acl": "bucket-owner-full-control",
+        "content_type": "application/json",
+        "metadata": (("source", "app1"), ("team", "data")),
+        "tags": (("retention", "30d"),),
+        "compress": "gzip",
+        "verify_before_delete": True,
+        "no_upload": False,
+        "no_cleanup": False,
+        "dry_run": False,
+    }
+    assert first.values.keys() == SPOOL_KEYS  # the example really covers every key
+    assert first.line == line_of_text(FULL, "[[spool]]", 1)
+    assert second.values == {"dirs": ["/var/spool/other"], "destination": "noop"}
+    assert second.line == line_of_text(FULL, "[[spool]]", 2)
+
+
+def test_line_of_points_at_the_spool_block_then_the_global_part(tmp_path: Path) -> None:
+    config = load_config_file(write(tmp_path, FULL))
+    assert config.line_of("hold_for", 0) == line_of_text(FULL, "hold_for = 2.0")
+    assert config.line_of("hold-for", 0) == line_of_text(FULL, "hold_for = 2.0")
+    # Not set in the second spool: its value comes from the global part.
+    assert config.line_of("hold_for", 1) == line_of_text(FULL, "hold_for = 1.0")
+    assert config.line_of("hold_for", None) == line_of_text(FULL, "hold_for = 1.0")
+    assert config.line_of("destination", 1) == line_of_text(FULL, 'destination = "noop"')
+    assert config.line_of("metadata", 0) == line_of_text(FULL, "metadata = {")
+    assert config.line_of("concurrency", 0) == line_of_text(FULL, "concurrency = 16")
+    assert config.line_of("format", 1) is None
+    assert config.line_of("dirs", None) is None
+
+
+def test_dashed_keys_are_accepted_and_normalised(tmp_path: Path) -> None:
+    text = """\
+        log-format = "json"
+        metrics-port = 9817
+        hold-for = 1
+
+        [[spool]]
+        dirs = ["/s"]
+        destination = "s3://bucket/"
+        delete-after = 5
+        "sse-kms-key-id" = "alias/k"
+        sse = "aws:kms"
+        verify-before-delete = true
+        multipart-threshold = 8388608
+        """
+    config = load_config_file(write(tmp_path, text))
+    assert config.globals == {"log_format": "json", "metrics_port": 9817, "hold_for": 1}
+    assert config.spools[0].values == {
+        "dirs": ["/s"],
+        "destination": "s3://bucket/",
+        "delete_after": 5,
+        "sse_kms_key_id": "alias/k",
+        "sse": "aws:kms",
+        "verify_before_delete": True,
+        "multipart_threshold": 8388608,
+    }
+    assert config.line_of("delete_after", 0) == line_of_text(text, "delete-after")
+    assert config.line_of("sse-kms-key-id", 0) == line_of_text(text, "sse-kms-key-id")
+    assert config.line_of("metrics_port", None) == 2
+
+
+def test_empty_global_part_is_fine(tmp_path: Path) -> None:
+    config = load_config_file(
+        write(tmp_path, '[[spool]]\ndirs = ["/s"]\ndestination = "s3://bucket/p/"\n')
+    )
+    assert config.globals == {}
+    assert config.spools == (
+        SpoolSection(values={"dirs": ["/s"], "destination": "s3://bucket/p/"}, line=1),
+    )
+
+
+def test_destination_may_be_a_global_default(tmp_path: Path) -> None:
+    config = load_config_file(
+        write(tmp_path, 'destination = "s3://bucket/"\n[[spool]]\ndirs = ["/s"]\n')
+    )
+    assert config.globals == {"destination": "s3://bucket/"}
+    assert config.spools[0].values == {"dirs": ["/s"]}
+    assert config.line_of("destination", 0) == 1
+
+
+def test_sub_tables_dotted_keys_and_multiline_values_keep_lines_right(tmp_path: Path) -> None:
+    text = '''\
+        # a [[spool]] in a comment is not a header
+        format = """
+        [[spool]]
+        hold_for = "not a key"
+        {fname}"""
+
+        [[spool]]
+        dirs = [
+            "/a",  # [[spool]] in a comment
+            '/b]',
+        ]
+        destination = "s3://bucket/"
+        metadata.source = "app"
+
+        [spool.tags]
+        retention = "30d"
+
+        [[spool]]
+        dirs = ["/c"]
+        destination = 's3://bucket/"x/'
+        hold_for = "soon"
+        '''
+    path, message = load_error(tmp_path, text)
+    soon = line_of_text(text, 'hold_for = "soon"')
+    assert message.startswith(f"{path}:{soon}: ")
+    fixed = text.replace('hold_for = "soon"', "hold_for = 3")
+    config = load_config_file(write(tmp_path, fixed))
+    assert [s.line for s in config.spools] == [7, 18]
+    assert config.line_of("format", None) == 2
+    assert config.line_of("dirs", 0) == 8
+    assert config.line_of("metadata", 0) == 13
+    assert config.line_of("tags", 0) == 15
+    assert config.line_of("hold_for", 1) == 21
+    assert config.line_of("hold_for", 0) is None
+    assert config.spools[0].values["tags"] == (("retention", "30d"),)
+    assert config.spools[0].values["dirs"] == ["/a", "/b]"]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+SPOOL = '[[spool]]\ndirs = ["/s"]\ndestination = "s3://bucket/"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "pattern"),
+    [
+        pytest.param(
+            'hold_for = 1\n[[spool]]\ndirs = ["/s"\ndestination = "s3://b/"\n',
+            4,
+            r"invalid TOML: .*\(column \d+\)",
+            id="syntax",
+        ),
+        pytest.param(
+            SPOOL + "hold_fro = 1\n",
+            4,
+            r"unknown key 'hold_fro' in \[\[spool\]\]; valid keys: acl, .*hold_for.*",
+            id="unknown-spool-key",
+        ),
+        pytest.param(
+            "# top\nholdfor = 1\n" + SPOOL,
+            2,
+            r"unknown key 'holdfor' in the global part; valid keys: .*log_format.*",
+            id="unknown-global-key",
+        ),
+        pytest.param(
+            SPOOL + "[surprise]\nx = 1\n",
+            4,
+            r"unknown key 'surprise'",
+            id="unknown-table",
+        ),
+        pytest.param(
+            SPOOL + 'hold_for = "soon"\n',
+            4,
+            r"hold_for must be a number \(minutes\), got string 'soon'",
+            id="hold-for-string",
+        ),
+        pytest.param(
+            "delete_after = true\n" + SPOOL,
+            1,
+            r"delete_after must be a number",
+            id="bool-is-not-a-number",
+        ),
+        pytest.param(
+            '[[spool]]\ndirs = "/s"\ndestination = "s3://b/"\n',
+            2,
+            r"dirs must be a non-empty list of directory paths \(strings\), got string '/s'",
+            id="dirs-string",
+        ),
+        pytest.param(
+            '[[spool]]\ndestination = "s3://b/"\ndirs = ["/s", 3]\n',
+            3,
+            r"dirs must be a non-empty list",
+            id="dirs-not-strings",
+        ),
+        pytest.param(
+            '[[spool]]\ndestination = "s3://b/"\ndirs = []\n',
+            3,
+            r"dirs must be a non-empty list",
+            id="dirs-empty",
+        ),
+        pytest.param(
+            SPOOL + 'metadata = "source=app1"\n',
+            4,
+            r"metadata must be a table of strings",
+            id="metadata-string",
+        ),
+        pytest.param(
+            SPOOL + "\n[spool.tags]\nretention = 30\n",
+            5,
+            r"tags must be a table of strings",
+            id="tags-int-value",
+        ),
+        pytest.param(
+            SPOOL + "max_attempts = 2.5\n",
+            4,
+            r"max_attempts must be an integer, got float 2.5",
+            id="max-attempts-float",
+        ),
+        pytest.param(
+            SPOOL + "part_size = 1.5\n",
+            4,
+            r"part_size must be an integer number of bytes or a size string",
+            id="size-float",
+        ),
+        pytest.param(
+            SPOOL + 'no_clobber = "yes"\n',
+            4,
+            r"no_clobber must be true or false",
+            id="bool-string",
+        ),
+        pytest.param(
+            SPOOL + 'checksum = "md5"\n',
+            4,
+            r"checksum must be one of 'sha256', 'crc32', 'crc32c', 'sha1', 'off'",
+            id="bad-choice",
+        ),
+        pytest.param(
+            'log_format = "yaml"\n' + SPOOL,
+            1,
+            r"log_format must be one of 'text', 'json'",
+            id="bad-global-choice",
+        ),
+        pytest.param(
+            SPOOL + "concurrency = 8\n",
+            4,
+            r"'concurrency' applies to the whole run: set it in the global part",
+            id="global-only-in-spool",
+        ),
+        pytest.param(
+            SPOOL + "log-format = 'json'\n",
+            4,
+            r"'log-format' applies to the whole run",
+            id="global-only-dashed-in-spool",
+        ),
+        pytest.param(
+            'dirs = ["/s"]\n' + SPOOL,
+            1,
+            r"'dirs' must be set in each \[\[spool\]\] section",
+            id="dirs-global",
+        ),
+        pytest.param(
+            SPOOL + "hold_for = 1\nhold-for = 2\n",
+            5,
+            r"'hold_for' is set twice \('hold_for' and 'hold-for'\)",
+            id="both-spellings",
+        ),
+        pytest.param(
+            SPOOL + '\n[[spool]]\ndestination = "s3://b/"\n',
+            5,
+            r"\[\[spool\]\] #2 has no 'dirs'",
+            id="missing-dirs",
+        ),
+        pytest.param(
+            'hold_for = 1\n\n[[spool]]\ndirs = ["/s"]\n',
+            3,
+            r"\[\[spool\]\] #1 has no 'destination'",
+            id="missing-destination",
+        ),
+        pytest.param(
+            "hold_for = 1\n",
+            1,
+            r"no \[\[spool\]\] section",
+            id="no-spool",
+        ),
+        pytest.param("", 1, r"no \[\[spool\]\] section", id="empty-file"),
+        pytest.param(
+            '# x\n[spool]\ndirs = ["/s"]\ndestination = "s3://b/"\n',
+            2,
+            r"'spool' must be written as \[\[spool\]\] sections",
+            id="single-table",
+        ),
+        pytest.param(
+            'spool = [{ dirs = ["/s"], destination = "s3://b/" }]\n',
+            1,
+            r"'spool' must be written as \[\[spool\]\] sections",
+            id="inline-array",
+        ),
+    ],
+)
+def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, pattern: str) -> None:
+    path, message = load_error(tmp_path, text)
+    prefix = f"{path}:{line}: "
+    assert message.startswith(prefix), message
+    assert re.search(pattern, message[len(prefix) :]), message
+    assert "\n" not in message
+
+
+def test_syntax_error_line_comes_from_tomllib(tmp_path: Path) -> None:
+    text = SPOOL + "\n\nhold_for = = 1\n"
+    path, message = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:6: invalid TOML: ")
+    assert "(at line" not in message
+
+
+def test_duplicate_key_is_a_syntax_error_with_its_line(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, SPOOL + 'destination = "noop"\n')
+    assert message.startswith(f"{path}:4: invalid TOML: ")
+
+
+def test_invalid_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(SPOOL.encode() + b'format = "\xff"\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:4: invalid TOML: not valid"):
+        load_config_file(path)
+
+
+def test_missing_file_has_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert str(info.value) == f"{path}: cannot read config file: No such file or directory"
+
+
+def test_directory_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: cannot read config"):
+        load_config_file(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = write(tmp_path, SPOOL)
+    path.chmod(0)
+    with pytest.raises(ConfigError, match=r": cannot read config file: Permission denied$"):
+        load_config_file(path)
+
+
+def test_every_key_has_a_type_check(tmp_path: Path) -> None:
+    """A key added to the key sets without a type check would fail with AssertionError."""
+    for key in sorted(SPOOL_KEYS - {"dirs", "destination"}):
+        _, message = load_error(tmp_path, SPOOL + f"{key} = []\n")
+        assert f"{key} must be" in message
+    for key in sorted(GLOBAL_ONLY_KEYS):
+        _, message = load_error(tmp_path, f"{key} = []\n" + SPOOL)
+        assert f"{key} must be" in message
