@@ -16,23 +16,17 @@ by comparing the final bucket listing with the key each file was given in its fi
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import botocore.retries.standard
 import pytest
 
-from spool_tool.config import Config, S3Options, parse_destination
-from spool_tool.destinations import make_destination
-from spool_tool.destinations.s3 import S3Destination
-from spool_tool.events import Event, FileFailed, FileUploaded, RunStopped, Summary
+from spool_tool.events import RunStopped, Summary
 from spool_tool.job import run
-from spool_tool.keys import KeyTemplate
 from spool_tool.observe.logs import LogWriter
 from tests.faults.hooks import (
     EXPIRED_TOKEN,
@@ -40,9 +34,18 @@ from tests.faults.hooks import (
     FaultPlan,
     InstalledFaults,
     fault,
-    install_faults,
 )
 from tests.faults.proxy import FaultProxy, FaultRule
+from tests.faults.runs import (
+    UNIQUE,
+    MiB,
+    Recorder,
+    assert_retry_ok,
+    big_file,
+    hooked,
+    make_config,
+    run_until_done,
+)
 from tests.helpers import (
     get_body,
     list_objects,
@@ -53,13 +56,7 @@ from tests.helpers import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from devtools.seaweed import SeaweedServer
-    from spool_tool.destinations.base import Destination
-
-UNIQUE = "{uuid4}/{fname}"
-MiB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -84,103 +81,6 @@ def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
 def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
     with FaultProxy(seaweed.endpoint_url, seed=20240601) as p:
         yield p
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-class Recorder:
-    """A listener keeping every event; knows the key each file was given first."""
-
-    def __init__(self, bucket: str) -> None:
-        self.prefix = f"s3://{bucket}/"
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def failed(self) -> list[FileFailed]:
-        return [e for e in self.events if isinstance(e, FileFailed)]
-
-    def keys(self) -> dict[str, str]:
-        """File name -> key, from the first upload or failure event of each file."""
-        found: dict[str, str] = {}
-        for event in self.events:
-            if isinstance(event, FileUploaded | FileFailed) and event.uri:
-                found.setdefault(event.path.name, event.uri.removeprefix(self.prefix))
-        return found
-
-
-def make_config(
-    spool: Path,
-    bucket: str,
-    endpoint: str,
-    *,
-    max_attempts: int = 3,
-    read_timeout: float = 60.0,
-    concurrency: int = 4,
-    multipart: bool = False,
-) -> Config:
-    s3 = S3Options(endpoint_url=endpoint, max_attempts=max_attempts, connect_timeout=5.0)
-    s3 = dataclasses.replace(s3, read_timeout=read_timeout)
-    if multipart:
-        s3 = dataclasses.replace(s3, multipart_threshold=5 * MiB, part_size=5 * MiB)
-    return Config(
-        spool_dirs=(spool,),
-        destination=parse_destination(f"s3://{bucket}"),
-        template=KeyTemplate.parse(UNIQUE),
-        concurrency=concurrency,
-        s3=s3,
-    )
-
-
-def hooked(plans: list[FaultPlan], installed: list[InstalledFaults]) -> Callable[..., Destination]:
-    """A destination factory that installs the fault hook on the real S3 client."""
-
-    def factory(config: Config) -> Destination:
-        destination = make_destination(config)
-        assert isinstance(destination, S3Destination)
-        installed.append(install_faults(destination.client, plans))
-        return destination
-
-    return factory
-
-
-def assert_retry_ok(
-    client: S3Client,
-    bucket: str,
-    spool: Path,
-    contents: dict[str, bytes],
-    first_keys: dict[str, str],
-) -> None:
-    """RETRY-OK: one object per file at its first key, byte-identical, no open multipart
-    upload, every file moved to completed/ unchanged."""
-    assert sorted(first_keys) == sorted(contents)
-    objects = list_objects(client, bucket)
-    assert sorted(objects) == sorted(first_keys.values()), "a file has 0 or 2+ objects"
-    for name, data in contents.items():
-        assert get_body(client, bucket, first_keys[name]) == data, name
-        assert (spool / "completed" / name).read_bytes() == data
-    assert list((spool / "new").iterdir()) == []
-    assert open_multipart_uploads(client, bucket) == []
-
-
-def run_until_done(config: Config, recorder: Recorder, *, runs: int) -> tuple[int, Summary]:
-    """Rerun (as cron would) until a run succeeds; return (runs needed, last summary)."""
-    summary = Summary()
-    for attempt in range(1, runs + 1):
-        summary = run(config, [recorder])
-        if summary.ok:
-            return attempt, summary
-    return runs, summary
-
-
-def big_file(path: Path, size: int) -> bytes:
-    data = os.urandom(size)
-    path.write_bytes(data)
-    old = time.time() - 3600  # oldest first: shipped before the small ones
-    os.utime(path, (old, old))
-    return data
 
 
 # ------------------------------------------------------------------------------- rows 1 and 3
@@ -473,7 +373,12 @@ def fail_clean_run(
     installed: list[InstalledFaults] = []
     log = io.StringIO()
     config = make_config(
-        spool, bucket, seaweed.endpoint_url, concurrency=concurrency, multipart=with_big
+        spool,
+        bucket,
+        seaweed.endpoint_url,
+        concurrency=concurrency,
+        multipart=with_big,
+        engine="boto3",  # the hook sees only boto3's requests
     )
     started = time.monotonic()
     summary = run(config, [LogWriter(stream=log)], destination_factory=hooked([plan], installed))
