@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +106,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _candidates(name: str) -> list[str]:
+def _candidates(name: str) -> Iterator[str]:
+    """``name``, then ``stem~1.ext``, ``stem~2.ext``... (lazily: almost always only the first)."""
+    yield name
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no extension, or a dotfile
         stem, dot, ext = name, "", ""
-    return [name, *(f"{stem}~{n}{dot}{ext}" for n in range(1, _MAX_RENAME_TRIES))]
+    for n in range(1, _MAX_RENAME_TRIES):
+        yield f"{stem}~{n}{dot}{ext}"
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ class SpoolFS:
             return False
         if st.st_nlink < 2:  # noqa: PLR2004 - "has another hard link"
             return False
-        for name in _candidates(src.name)[:50]:
+        for name in itertools.islice(_candidates(src.name), 50):
             try:
                 other = os.lstat(completed / name)
             except FileNotFoundError:

@@ -23,6 +23,7 @@ import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
+from spool_tool.destinations import obstore_put
 from spool_tool.destinations.base import (
     NO_HEADERS,
     ObjectHeaders,
@@ -51,8 +52,7 @@ def make_session(options: S3Options) -> boto3.Session:
         raise ConfigError(f"--profile {options.profile!r}: no such AWS profile") from exc
 
 
-def make_client(options: S3Options, pool_size: int) -> S3Client:
-    session = make_session(options)
+def make_client(session: boto3.Session, options: S3Options, pool_size: int) -> S3Client:
     config = botocore.config.Config(
         retries={"mode": "standard", "total_max_attempts": options.max_attempts},
         connect_timeout=options.connect_timeout,
@@ -77,7 +77,11 @@ class S3Destination:
         self.uri = uri
         self.options = options
         self.bucket = uri.bucket
-        self.client = make_client(options, pool_size=concurrency + PARTS_IN_FLIGHT_PER_FILE * 4)
+        self.session = make_session(options)
+        self.client = make_client(
+            self.session, options, pool_size=concurrency + PARTS_IN_FLIGHT_PER_FILE * 4
+        )
+        self._store = self._fast_path(options)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3")
         self._parts = ThreadPoolExecutor(
             max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
@@ -89,6 +93,30 @@ class S3Destination:
     def cancel(self) -> None:
         """Stop multipart uploads between parts (they are aborted); single PUTs finish."""
         self._cancelled.set()
+
+    def _fast_path(self, options: S3Options) -> Any:
+        """The obstore store for single PUTs, or None to send everything through boto3."""
+        if options.engine == "boto3":
+            return None
+        if not obstore_put.supports(options):
+            if options.engine == "obstore":
+                raise ConfigError(
+                    "--engine obstore supports --checksum sha256 without --storage-class, "
+                    "--acl, --sse, --metadata or --tag; use --engine boto3"
+                )
+            return None
+        try:
+            return obstore_put.make_store(self.session, self.client, self.bucket, options)
+        except ImportError:
+            if options.engine == "obstore":
+                raise ConfigError(
+                    "--engine obstore: the obstore package is not installed"
+                ) from None
+            return None
+        except SpoolToolError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -143,6 +171,8 @@ class S3Destination:
         return f"{self._algorithm}:{value}" if value else None
 
     def _put(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
+        if self._store is not None:
+            return self._put_fast(source, key, args)
         where = self.uri.uri_for(key)
         try:
             data = source.read_all()
@@ -155,6 +185,22 @@ class S3Destination:
         return UploadResult(
             key, len(data), response.get("ETag"), self._confirmed_checksum(response)
         )
+
+    def _put_fast(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
+        where = self.uri.uri_for(key)
+        data = source.read_all()
+        try:
+            result = obstore_put.put(
+                self._store,
+                key,
+                data,
+                obstore_put.attributes_for(args),
+                no_clobber=self.options.no_clobber,
+            )
+        except Exception as exc:
+            raise obstore_put.translate(exc, where) from exc
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        return UploadResult(key, len(data), result.get("e_tag"), f"SHA256:{digest}")
 
     def _multipart(
         self,
