@@ -17,6 +17,9 @@ by comparing the final bucket listing with the key each file was given in its fi
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ import pytest
 
 from spool_tool.events import RunStopped, Summary
 from spool_tool.job import run
+from spool_tool.journal import Journal
 from spool_tool.observe.logs import LogWriter
 from tests.faults.hooks import (
     EXPIRED_TOKEN,
@@ -47,6 +51,7 @@ from tests.faults.runs import (
     run_until_done,
 )
 from tests.helpers import (
+    SPOOL_TOOL,
     get_body,
     list_objects,
     make_files,
@@ -460,3 +465,59 @@ def test_clock_skew_fails_clean_with_ntp_hint_and_no_retry_storm(
     assert len(failed) == summary.failed
     assert all("NTP" in line and s3_bucket in line for line in failed)
     assert elapsed < 10
+
+
+# ------------------------------------------------------------------------------- row 12 (SIGTERM)
+
+
+def test_sigterm_during_multipart_upload_aborts_it_and_rerun_ships_once(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, proxy: FaultProxy
+) -> None:
+    """Row 12, SIGTERM half (SIGKILL is in test_crash_safety): a 6-part upload is interrupted
+    while its first window of parts is in flight -> the upload is aborted before the next
+    window, exit 128+15, no open upload, the file stays; the rerun uses the journaled key."""
+    data = big_file(spool_dir / "new" / "big.bin", 26 * MiB)  # 6 parts of 5 MiB: 2 windows
+    proxy.set_rules(
+        [
+            FaultRule(
+                action="stall_before",
+                methods=frozenset({"PUT"}),
+                path_contains="partNumber=",
+                stall_seconds=2,
+                times=4,
+            )
+        ]
+    )
+    env = {**os.environ, **seaweed.env(), "AWS_ENDPOINT_URL": proxy.url}
+    env["AWS_ENDPOINT_URL_S3"] = proxy.url
+    args = ["--format", UNIQUE, "--multipart-threshold", "5MiB", "--part-size", "5MiB"]
+    proc = subprocess.Popen(
+        [*SPOOL_TOOL, *args, str(spool_dir), f"s3://{s3_bucket}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not any("partNumber=" in r.target for r in proxy.history()):
+        assert time.monotonic() < deadline, "no part was sent"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    client = seaweed.client()
+    assert open_multipart_uploads(client, s3_bucket) == []
+    assert list_objects(client, s3_bucket) == {}
+    assert (spool_dir / "new" / "big.bin").read_bytes() == data
+    journal = Journal.read_only(spool_dir)
+    assert journal is not None
+    key = journal.claims["big.bin"].key
+    assert journal.claims["big.bin"].upload_id is None  # aborted, and the journal knows it
+    journal.close()
+
+    proxy.clear()
+    rerun = run_cli(*args, spool_dir, f"s3://{s3_bucket}", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_retry_ok(client, s3_bucket, spool_dir, {"big.bin": data}, {"big.bin": key})
