@@ -8,10 +8,10 @@ the ledger) and the file is kept when the object is missing or no longer matches
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from spool_tool.crashpoints import crash_point
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from spool_tool.journal import Journal, LedgerEntry
     from spool_tool.spoolfs import SpoolFS
 
-Head = Callable[[str], Awaitable["ObjectInfo | None"]]
+Head = Callable[[str], "ObjectInfo | None"]
 VERIFY_CONCURRENCY = 16
 
 
@@ -103,7 +103,7 @@ def delete_expired(
         deleter.finish()
 
 
-async def delete_expired_verified(
+def delete_expired_verified(
     completed: Path,
     *,
     delete_after_seconds: float,
@@ -118,33 +118,29 @@ async def delete_expired_verified(
     if dir_fd is None:
         return
     deleter = _Deleter(completed, dir_fd, fs, bus, journal)
-    slots = asyncio.Semaphore(VERIFY_CONCURRENCY)
 
-    async def verify_then_delete(name: str, entry: LedgerEntry | None) -> None:
-        async with slots:
-            problem = await _mismatch(entry, head)
-        if problem is None:
-            deleter.delete(name)
-        else:
-            path = completed / name
-            bus.emit(DeleteFailed(path, f"{path}: kept, {problem} (--verify-before-delete)"))
+    def verify(name: str) -> tuple[str, str | None]:
+        return name, _mismatch(journal.ledger_entry(name), head)
 
     try:
-        tasks = [
-            asyncio.create_task(verify_then_delete(name, journal.ledger_entry(name)))
-            for name in _iter_expired(dir_fd, delete_after_seconds, now)
-        ]
-        await asyncio.gather(*tasks)
+        with ThreadPoolExecutor(VERIFY_CONCURRENCY, thread_name_prefix="verify") as pool:
+            for name, problem in pool.map(verify, _iter_expired(dir_fd, delete_after_seconds, now)):
+                if problem is None:
+                    deleter.delete(name)
+                else:
+                    path = completed / name
+                    message = f"{path}: kept, {problem} (--verify-before-delete)"
+                    bus.emit(DeleteFailed(path, message))
     finally:
         deleter.finish()
 
 
-async def _mismatch(entry: LedgerEntry | None, head: Head) -> str | None:
+def _mismatch(entry: LedgerEntry | None, head: Head) -> str | None:
     """Why the file must be kept, or None when the object matches the ledger."""
     if entry is None:
         return "no record of its upload in the journal"
     try:
-        info = await head(entry.key)
+        info = head(entry.key)
     except SpoolToolError as exc:
         return f"cannot check the object: {exc}"
     if info is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,11 +139,13 @@ class EventBus:
     def __init__(self, listeners: list[Listener] | None = None) -> None:
         self.listeners: list[Listener] = list(listeners or [])
         self.summary = Summary()
+        self._lock = threading.RLock()  # events come from the pipeline's worker threads
 
     def emit(self, event: Event) -> None:
-        self._count(event)
-        for listener in self.listeners:
-            listener(event)
+        with self._lock:
+            self._count(event)
+            for listener in self.listeners:
+                listener(event)
 
     def _count(self, event: Event) -> None:
         s = self.summary

@@ -54,6 +54,7 @@ class Spooler:
 
     config: Config
     destination: Destination | None = None
+    error: str | None = None  # the destination could not be set up (no credentials...)
 
 
 class Runner:
@@ -86,14 +87,17 @@ class Runner:
             config = spooler.config
             wants_s3 = config.upload or (config.cleanup and config.verify_before_delete)
             if wants_s3 and not config.dry_run:
-                spooler.destination = self.destination_factory(config)
+                try:
+                    spooler.destination = self.destination_factory(config)
+                except FatalError as exc:
+                    spooler.error = f"{config.destination}: {exc}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         loop = asyncio.get_running_loop()
         for spooler in self.spoolers:
             if spooler.destination is not None:
-                await spooler.destination.close()
+                spooler.destination.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
@@ -118,22 +122,29 @@ class Runner:
                 spooler.destination.cancel()
 
     async def cycle(self, *, cleanup: bool = True) -> RunControl:
-        """One pass: upload phase over every job, then (if ``cleanup``) the cleanup phase."""
+        """One pass: upload phase over every job, then (if ``cleanup``) the cleanup phase.
+
+        The work blocks, so it runs in a thread; this loop stays free to take signals."""
         self.control = RunControl(signal=self.signal)
         if self.signal is not None:
             self.control.stop("stopping")
+        await asyncio.to_thread(self._cycle, cleanup=cleanup)
+        return self.control
+
+    def _cycle(self, *, cleanup: bool) -> None:
         for spooler in self.spoolers:
+            if spooler.error is not None:
+                if self.control.stop(spooler.error):
+                    self.bus.emit(RunStopped(spooler.error))
+                continue
             if spooler.config.upload:
-                await _upload_phase(spooler.config, self.bus, self.control, spooler.destination)
+                _upload_phase(spooler.config, self.bus, self.control, spooler.destination)
         if cleanup:
             for spooler in self.spoolers:
-                if spooler.config.cleanup and self.signal is None:
-                    await _cleanup_phase(
-                        spooler.config, self.bus, self.control, spooler.destination
-                    )
+                if spooler.config.cleanup and self.signal is None and spooler.error is None:
+                    _cleanup_phase(spooler.config, self.bus, self.control, spooler.destination)
         if self.measure_backlog:
             self._emit_backlog()
-        return self.control
 
     def _emit_backlog(self) -> None:
         now = time.time()
@@ -174,7 +185,7 @@ def run(
     return bus.summary
 
 
-async def _upload_phase(
+def _upload_phase(
     config: Config, bus: EventBus, control: RunControl, destination: Destination | None
 ) -> None:
     preflight_done = False
@@ -193,7 +204,7 @@ async def _upload_phase(
         if journal is None:
             continue
         with journal:
-            preflight_done = await _upload_spool(
+            preflight_done = _upload_spool(
                 spool, journal, config, bus, control, destination, preflight_done=preflight_done
             )
 
@@ -209,7 +220,7 @@ def _open_journal(spool: Path, bus: EventBus) -> Journal | None:
     return None
 
 
-async def _upload_spool(
+def _upload_spool(
     spool: Path,
     journal: Journal,
     config: Config,
@@ -233,15 +244,15 @@ async def _upload_spool(
         return preflight_done
     try:
         if not preflight_done:
-            await destination.preflight()
-        await recover(journal, destination, spool / "new", bus)
+            destination.preflight()
+        recover(journal, destination, spool / "new", bus)
     except FatalError as exc:
         control.stop(str(exc))
         bus.emit(RunStopped(str(exc)))
         return True
     if first is not None:
         uploader = SpoolUploader(spool, journal, destination, config, bus, control, fs)
-        await uploader.run(itertools.chain([first], candidates))
+        uploader.run(itertools.chain([first], candidates))
     return True
 
 
@@ -272,7 +283,7 @@ def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
         journal.close()
 
 
-async def _cleanup_phase(
+def _cleanup_phase(
     config: Config, bus: EventBus, control: RunControl, destination: Destination | None
 ) -> None:
     for spool in config.spool_dirs:
@@ -290,7 +301,7 @@ async def _cleanup_phase(
                 continue
         try:
             if config.verify_before_delete and journal is not None and destination is not None:
-                await delete_expired_verified(
+                delete_expired_verified(
                     completed,
                     delete_after_seconds=config.delete_after * 60,
                     now=time.time(),

@@ -47,16 +47,17 @@ class UploadResult:
 class Destination(Protocol):
     """Where files go. Errors raised are ``spool_tool.errors`` classes, never library ones.
 
+    Methods block and must be safe to call from many threads at once (the pipeline's workers).
     ``upload`` must not return before the destination confirmed the complete object; it reads
     the source only through ``source`` (an fd opened with O_NOFOLLOW) and never closes it.
     """
 
     uri: DestinationURI
 
-    async def preflight(self) -> None:
+    def preflight(self) -> None:
         """Fail fast (``FatalError``) when no upload can succeed: no bucket, unreachable."""
 
-    async def upload(
+    def upload(
         self,
         source: Source,
         key: str,
@@ -64,13 +65,13 @@ class Destination(Protocol):
         headers: ObjectHeaders = ...,
     ) -> UploadResult: ...
 
-    async def abort_upload(self, key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload left by an earlier, killed run."""
 
-    async def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str) -> ObjectInfo | None:
         """The object's size/checksum, or None when it does not exist."""
 
     def cancel(self) -> None:
         """A signal arrived: abandon long transfers cleanly (abort, never orphan)."""
 
-    async def close(self) -> None: ...
+    def close(self) -> None: ...

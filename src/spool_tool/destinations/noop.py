@@ -21,10 +21,10 @@ class NoopDestination:
     def __init__(self, uri: DestinationURI) -> None:
         self.uri = uri
 
-    async def preflight(self) -> None:
+    def preflight(self) -> None:
         return None
 
-    async def upload(
+    def upload(
         self,
         source: Source,
         key: str,
@@ -34,15 +34,15 @@ class NoopDestination:
         del record_upload_id, headers  # never multipart, nothing to send
         return UploadResult(key=key, size=source.size)
 
-    async def abort_upload(self, key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
         del key, upload_id
 
-    async def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str) -> ObjectInfo | None:
         del key
         return None
 
     def cancel(self) -> None:
         return None
 
-    async def close(self) -> None:
+    def close(self) -> None:
         return None

@@ -8,7 +8,6 @@ is aborted on any failure.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -35,8 +34,6 @@ from spool_tool.destinations.s3errors import translate
 from spool_tool.errors import ConfigError, FatalError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from mypy_boto3_s3 import S3Client
 
     from spool_tool.config import DestinationURI, S3Options
@@ -82,7 +79,6 @@ class S3Destination:
             self.session, options, pool_size=concurrency + PARTS_IN_FLIGHT_PER_FILE * 4
         )
         self._store = self._fast_path(options)
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3")
         self._parts = ThreadPoolExecutor(
             max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
         )
@@ -118,13 +114,7 @@ class S3Destination:
         except Exception as exc:
             raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
-    async def preflight(self) -> None:
-        await self._run(self._preflight)
-
-    def _preflight(self) -> None:
+    def preflight(self) -> None:
         where = f"s3://{self.bucket}"
         try:
             self.client.head_bucket(Bucket=self.bucket)
@@ -138,7 +128,7 @@ class S3Destination:
         except Exception as exc:
             raise translate(exc, where) from exc
 
-    async def upload(
+    def upload(
         self,
         source: Source,
         key: str,
@@ -147,8 +137,8 @@ class S3Destination:
     ) -> UploadResult:
         args = self._args_for(key, headers)
         if source.size >= self.options.multipart_threshold:
-            return await self._run(lambda: self._multipart(source, key, record_upload_id, args))  # type: ignore[no-any-return]
-        return await self._run(lambda: self._put(source, key, args))  # type: ignore[no-any-return]
+            return self._multipart(source, key, record_upload_id, args)
+        return self._put(source, key, args)
 
     def _args_for(self, key: str, headers: ObjectHeaders) -> dict[str, Any]:
         args = dict(self._object_args)
@@ -284,42 +274,33 @@ class S3Destination:
         with contextlib.suppress(BotoCoreError, ClientError):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
-    async def abort_upload(self, key: str, upload_id: str) -> None:
-        def abort() -> None:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
-                    return  # already gone: completed or aborted
-                raise translate(exc, self.uri.uri_for(key)) from exc
-            except Exception as exc:
-                raise translate(exc, self.uri.uri_for(key)) from exc
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return  # already gone: completed or aborted
+            raise translate(exc, self.uri.uri_for(key)) from exc
+        except Exception as exc:
+            raise translate(exc, self.uri.uri_for(key)) from exc
 
-        await self._run(abort)
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status == 404:  # noqa: PLR2004
+                return None
+            raise translate(exc, self.uri.uri_for(key)) from exc
+        except Exception as exc:
+            raise translate(exc, self.uri.uri_for(key)) from exc
+        checksum = None
+        if self._algorithm is not None:
+            value = response.get(f"Checksum{self._algorithm}")
+            checksum = f"{self._algorithm}:{value}" if value else None
+        return ObjectInfo(key, response["ContentLength"], response.get("ETag"), checksum)
 
-    async def head(self, key: str) -> ObjectInfo | None:
-        def head() -> ObjectInfo | None:
-            try:
-                response = self.client.head_object(
-                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
-                )
-            except ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if status == 404:  # noqa: PLR2004
-                    return None
-                raise translate(exc, self.uri.uri_for(key)) from exc
-            except Exception as exc:
-                raise translate(exc, self.uri.uri_for(key)) from exc
-            checksum = None
-            if self._algorithm is not None:
-                value = response.get(f"Checksum{self._algorithm}")
-                checksum = f"{self._algorithm}:{value}" if value else None
-            return ObjectInfo(key, response["ContentLength"], response.get("ETag"), checksum)
-
-        return await self._run(head)  # type: ignore[no-any-return]
-
-    async def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)
         self.client.close()
 
