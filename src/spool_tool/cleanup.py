@@ -147,6 +147,9 @@ def _mismatch(entry: LedgerEntry | None, head: Head) -> str | None:
         return f"object {entry.key} no longer exists"
     if info.size != entry.size:
         return f"object {entry.key} is {info.size} bytes, uploaded {entry.size}"
-    if entry.checksum and info.checksum and entry.checksum != info.checksum:
-        return f"object {entry.key} checksum {info.checksum} != uploaded {entry.checksum}"
+    if entry.checksum and info.checksum:
+        if entry.checksum != info.checksum:
+            return f"object {entry.key} checksum {info.checksum} != uploaded {entry.checksum}"
+    elif entry.etag and info.etag and entry.etag != info.etag:
+        return f"object {entry.key} ETag {info.etag} != uploaded {entry.etag}"
     return None

@@ -3,17 +3,19 @@
 A file leaves ``new/`` only after the destination confirmed the complete object and the file
 was re-checked unchanged (dev, inode, size, mtime) by descriptor and by name.
 
-Threads, not asyncio tasks, carry the files: the coordinator (the caller's thread) scans and
-claims in batches and hands each file to a pool of ``--concurrency`` workers, which do the
-whole per-file job (open, upload, re-check, move) with blocking calls that release the GIL.
-A semaphore bounds the files in flight (backpressure on the scan). Measured against an asyncio
-task per file with a thread hop for each upload, this halves the per-file overhead
-(BENCHMARKS.md).
+Threads, not asyncio tasks, carry the files: ``--concurrency`` workers each take the next
+file from one shared, lock-protected stream (scan -> claim in batches) and do the whole
+per-file job (open, upload, re-check, move) with blocking calls that release the GIL. There is
+no coordinator to hand files over, so a file costs no thread wake-ups of its own; the files in
+flight are bounded by the number of workers, and the scan advances only as they take files
+(backpressure). Measured against an asyncio task per file with a thread hop for each upload,
+this removes most of the per-file scheduling cost (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -22,7 +24,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -113,7 +114,6 @@ class SpoolUploader:
         self.control = control
         self.fs = fs
         self._spool_token = normalise_spool_dir(str(spool_dir))
-        self._slots = threading.BoundedSemaphore(config.concurrency)
         self._done: list[Completion] = []
         self._done_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -121,29 +121,40 @@ class SpoolUploader:
     # -- the phase --------------------------------------------------------------------------
 
     def run(self, candidates: Iterable[Candidate]) -> None:
-        """Ship every candidate (blocking); returns when all started files are finished."""
-        workers = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="ship")
+        """Ship every candidate (blocking); returns when every started file is finished."""
+        stream = self._claimed(candidates)
+        lock = threading.Lock()
+
+        def work() -> None:
+            while not self.control.is_stopped():
+                try:
+                    with lock:  # one worker at a time advances the scan and commits claims
+                        item = next(stream, None)
+                except Exception as exc:  # e.g. the journal cannot be written: upload nothing
+                    log.debug("claiming failed", exc_info=exc)
+                    self._stop_run(f"{self.spool_dir}: cannot claim files: {exc}")
+                    return
+                if item is None:
+                    return
+                self._ship(*item)
+
+        workers = [
+            threading.Thread(target=work, name=f"ship-{i}", daemon=True)
+            for i in range(self.config.concurrency)
+        ]
         try:
-            for batch in batched(candidates, CLAIM_BATCH):
-                if self.control.is_stopped():
-                    break
-                for candidate, claim in self._claim(batch):
-                    if not self._acquire_slot():
-                        break
-                    workers.submit(self._ship, candidate, claim)
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
         finally:
-            workers.shutdown(wait=True)
             self._flush()
 
-    def _acquire_slot(self) -> bool:
-        """Wait for a free worker; False when the run is stopping meanwhile."""
-        while not self._slots.acquire(timeout=0.2):
+    def _claimed(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Claim]]:
+        for batch in batched(candidates, CLAIM_BATCH):
             if self.control.is_stopped():
-                return False
-        if self.control.is_stopped():
-            self._slots.release()
-            return False
-        return True
+                return
+            yield from self._claim(batch)
 
     def _claim(self, batch: tuple[Candidate, ...]) -> list[tuple[Candidate, Claim]]:
         """Fix every file's key (reusing a journaled one) and commit new claims at once."""
@@ -195,7 +206,6 @@ class SpoolUploader:
         finally:
             if source is not None:
                 source.close()
-            self._slots.release()
 
     @staticmethod
     def _check_unchanged(source: Source, claim: Claim) -> None:
@@ -231,7 +241,7 @@ class SpoolUploader:
 
     def _prepare(self, source: Source) -> tuple[Source, ObjectHeaders]:
         """The body to send (compressed into a temp file with --compress) and its headers."""
-        content_type = mimetypes.guess_type(source.path.name, strict=False)[0]
+        content_type = guess_type(source.path.name)
         compression = self.config.s3.compress
         if compression is None or not wants_compression(source.path.name, compression):
             return source, ObjectHeaders(content_type=content_type)
@@ -355,3 +365,14 @@ def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) 
         return full_key(config.destination.prefix, rendered)
     except FileError as exc:
         raise FileError(f"{candidate.path}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _type_of_suffix(suffix: str) -> str | None:
+    return mimetypes.guess_type(f"x{suffix}", strict=False)[0]
+
+
+def guess_type(name: str) -> str | None:
+    """Content-Type from a file name's extension (cached: called once per file)."""
+    _, dot, ext = name.rpartition(".")
+    return _type_of_suffix(f"{dot}{ext}".lower()) if dot else None

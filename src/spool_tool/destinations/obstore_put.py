@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
-    import boto3
+    import botocore.session
     from mypy_boto3_s3 import S3Client
     from obstore import PutResult
     from obstore.store import ClientConfig, RetryConfig, S3Config, S3Credential, S3Store
@@ -54,7 +54,7 @@ class BotoCredentials:
     inside ``get_frozen_credentials``). Reports the real expiry, capped, so obstore asks again
     before short-lived credentials lapse."""
 
-    def __init__(self, session: boto3.Session) -> None:
+    def __init__(self, session: botocore.session.Session) -> None:
         credentials = session.get_credentials()
         if credentials is None:
             raise FatalError("no usable AWS credentials found (environment, profile, role)")
@@ -75,7 +75,7 @@ class BotoCredentials:
 
 
 def make_store(
-    session: boto3.Session, client: S3Client, bucket: str, options: S3Options
+    session: botocore.session.Session, client: S3Client, bucket: str, options: S3Options
 ) -> S3Store:
     from obstore.store import S3Store  # noqa: PLC0415 - optional fast path
 

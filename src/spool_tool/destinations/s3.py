@@ -16,10 +16,10 @@ import os
 import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
 import botocore.config
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from spool_tool.destinations import obstore_put
@@ -42,14 +42,20 @@ if TYPE_CHECKING:
 PARTS_IN_FLIGHT_PER_FILE = 4
 
 
-def make_session(options: S3Options) -> boto3.Session:
+def make_session(options: S3Options) -> botocore.session.Session:
+    """boto3's own credential and configuration chain (boto3.Session wraps exactly this),
+    without importing boto3 and s3transfer, which costs ~0.1 s per run (BENCHMARKS.md)."""
     try:
-        return boto3.Session(profile_name=options.profile, region_name=options.region)
+        session = botocore.session.Session(profile=options.profile)
+        if options.region:
+            session.set_config_variable("region", options.region)
+        session.get_scoped_config()  # raises ProfileNotFound now rather than mid-run
     except ProfileNotFound as exc:
         raise ConfigError(f"--profile {options.profile!r}: no such AWS profile") from exc
+    return session
 
 
-def make_client(session: boto3.Session, options: S3Options, pool_size: int) -> S3Client:
+def make_client(session: botocore.session.Session, options: S3Options, pool_size: int) -> S3Client:
     config = botocore.config.Config(
         retries={"mode": "standard", "total_max_attempts": options.max_attempts},
         connect_timeout=options.connect_timeout,
@@ -60,7 +66,8 @@ def make_client(session: boto3.Session, options: S3Options, pool_size: int) -> S
         user_agent_extra="spool_tool",
     )
     try:
-        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+        client = session.create_client("s3", endpoint_url=options.endpoint_url, config=config)
+        return cast("S3Client", client)
     except (BotoCoreError, ValueError) as exc:
         raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
 
@@ -189,8 +196,9 @@ class S3Destination:
             )
         except Exception as exc:
             raise obstore_put.translate(exc, where) from exc
-        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        return UploadResult(key, len(data), result.get("e_tag"), f"SHA256:{digest}")
+        # S3 verified the body against our x-amz-checksum-sha256; the ETag (the body's MD5 for
+        # a single PUT) is what --verify-before-delete compares later.
+        return UploadResult(key, len(data), result.get("e_tag"), None)
 
     def _multipart(
         self,

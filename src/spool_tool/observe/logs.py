@@ -79,7 +79,12 @@ class LogWriter:
         self.stream.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
         self.stream.flush()
 
-    def __call__(self, event: Event) -> None:  # noqa: C901 - one arm per event type
+    def __call__(self, event: Event) -> None:
+        if _QUIET_BELOW.get(type(event), ERROR) < self.level:
+            return  # filtered: do not even format it (hot path: one event per file)
+        self._format(event)
+
+    def _format(self, event: Event) -> None:  # noqa: C901 - one arm per event type
         match event:
             case SpoolStarted(spool_dir=spool, phase=phase):
                 self.write(
@@ -152,6 +157,15 @@ class LogWriter:
                     bytes=s.bytes_uploaded,
                     seconds=round(s.seconds, 6),
                 )
+
+
+# The highest level each event type can be logged at; below the writer's level it is skipped.
+_QUIET_BELOW: dict[type, int] = {
+    SpoolStarted: DEBUG,
+    FileMoved: DEBUG,
+    FileUploaded: INFO,
+    EntrySkipped: WARNING,
+}
 
 
 class LogHandler(logging.Handler):
