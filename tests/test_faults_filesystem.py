@@ -557,14 +557,11 @@ def test_disk_full_state_dir_with_existing_journal_uploads_nothing(
 
 
 @pytest.mark.root
-@pytest.mark.xfail(
-    reason="sqlite3.OperationalError 'database or disk is full' from Journal.add_claims "
-    "escapes SpoolUploader.run: the CLI dies with a traceback instead of one error line",
-    strict=True,
-)
 def test_disk_full_state_dir_with_existing_journal_is_one_error_line(
     spool_dir: Path, mount_namespace: None
 ) -> None:
+    """Row 30: the failed claim commit stops the run with one line, not a traceback (fixed in
+    2fd00c0; before it, sqlite3.OperationalError escaped SpoolUploader.run)."""
     result = enospc_existing_journal(spool_dir, "noop")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
