@@ -193,3 +193,46 @@ def test_progress_only_on_a_terminal(spool_dir: Path) -> None:
     make_files(spool_dir / "new", 5, prefix="g")
     result = run_cli(spool_dir, "noop")
     assert "\x1b[" not in result.stderr
+
+
+def _two_spool_config(tmp_path: Path) -> tuple[Path, Path, Path]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for spool in (a, b):
+        make_files(spool / "new", 1)
+    config = tmp_path / "spool_tool.toml"
+    config.write_text(
+        'hold_for = 0\nformat = "global/{fname}"\n\n'
+        f'[[spool]]\ndirs = ["{a}"]\ndestination = "noop"\nformat = "a/{{fname}}"\n\n'
+        f'[[spool]]\ndirs = ["{b}"]\ndestination = "noop"\n'
+    )
+    return config, a, b
+
+
+def test_config_file_runs_each_spool_with_its_settings(tmp_path: Path) -> None:
+    config, a, b = _two_spool_config(tmp_path)
+    result = run_cli("--config", config, "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    uris = {json.loads(line).get("uri") for line in result.stderr.splitlines()}
+    assert {"noop://a/f00000.dat", "noop://global/f00000.dat"} <= uris
+    assert (a / "completed" / "f00000.dat").exists()
+    assert (b / "completed" / "f00000.dat").exists()
+
+
+def test_command_line_and_environment_beat_the_config_file(tmp_path: Path) -> None:
+    config, a, _ = _two_spool_config(tmp_path)
+    result = run_cli("--config", config, "--dry-run", "--format", "cli/{fname}")
+    assert "noop://cli/f00000.dat" in result.stdout
+    assert "noop://a/" not in result.stdout
+    result = run_cli("--config", config, "--dry-run", env={"SPOOL_TOOL_FORMAT": "env/{fname}"})
+    assert "noop://env/f00000.dat" in result.stdout
+    assert (a / "new" / "f00000.dat").exists()
+
+
+def test_config_file_error_names_file_and_line(tmp_path: Path) -> None:
+    config, a, _ = _two_spool_config(tmp_path)
+    config.write_text(config.read_text().replace('format = "a/{fname}"', 'format = "{nope}"'))
+    before = snapshot(a)
+    result = run_cli("--config", config)
+    assert result.returncode == 2
+    assert f"{config}:7:" in result.stderr
+    assert snapshot(a) == before

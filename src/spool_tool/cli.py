@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -186,6 +186,12 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
     metavar="ADDR",
     help="Address for --metrics-port.",
 )
+@click.option(
+    "--config",
+    "config",
+    metavar="FILE.toml",
+    help="Several spool jobs with their own settings (contrib/spool_tool.example.toml).",
+)
 @click.option("-v", "--verbose", count=True, help="More output (-v: debug).")
 @click.option("-q", "--quiet", count=True, help="Less output (-q: warnings, -qq: errors).")
 @click.option(
@@ -201,26 +207,95 @@ def command(paths: tuple[str, ...], **options: Any) -> int:
     move each to SPOOL_DIR/completed once S3 confirmed it, then delete old completed files."""
     from spool_tool import app  # noqa: PLC0415 - keep --help and usage errors fast
 
+    if options["config"]:
+        if paths and not options["status"]:
+            raise ConfigError("with --config, the spool dirs and destinations are in the file")
+        jobs = configs_from_file(Path(options["config"]), options)
+        options = {**options, **jobs[0][1]} if jobs else options
+        configs = [config for config, _ in jobs]
+    else:
+        configs = [] if options["status"] else [build_config(paths, options)]
     if options["status"]:
-        if not paths:
+        spools = [Path(p) for p in paths] or [s for c in configs for s in c.spool_dirs]
+        if not spools:
             raise ConfigError("--status needs at least one SPOOL_DIR")
-        ok = app.show_status([Path(p) for p in paths], options["hold_for"], options["log_format"])
+        ok = app.show_status(spools, options["hold_for"], options["log_format"])
         return EXIT_OK if ok else EXIT_FAILED
-    config = build_config(paths, options)
     app_options = build_app_options(options)
     writer = LogWriter(fmt=app_options.log_format, level=app_options.level)
     _route_library_logs(writer)
-    if not config.template.is_unique_per_file:
-        writer.write(
-            logging.WARNING,
-            "config",
-            f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
-            "files may overwrite each other's objects",
-        )
-    summary = app.execute([config], app_options, writer)
+    for config in configs:
+        if not config.template.is_unique_per_file:
+            writer.write(
+                logging.WARNING,
+                "config",
+                f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
+                "files may overwrite each other's objects",
+            )
+    summary = app.execute(configs, app_options, writer)
     if summary.signal is not None:
         return 128 + summary.signal
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+# Config-file keys whose click parameter has another name.
+_FILE_TO_PARAM = {"format": "template", "tags": "tag"}
+
+
+def configs_from_file(path: Path, options: dict[str, Any]) -> list[tuple[Config, dict[str, Any]]]:
+    """One Config per ``[[spool]]``: defaults < file (globals, then the section) < environment
+    < command line. Errors name the file and line. Returns each Config with its merged options.
+    """
+    from spool_tool.configfile import load_config_file  # noqa: PLC0415
+
+    loaded = load_config_file(path)
+    ctx = click.get_current_context()
+    explicit = {
+        name
+        for name in options
+        if ctx.get_parameter_source(name)
+        in {click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT}
+    }
+    jobs: list[tuple[Config, dict[str, Any]]] = []
+    for index, section in enumerate(loaded.spools):
+        merged = dict(options)
+        for key, raw in (*loaded.globals.items(), *section.values.items()):
+            name = _FILE_TO_PARAM.get(key, key)
+            if key not in {"dirs", "destination"} and name not in explicit:
+                merged[name] = _as_option_value(key, raw)
+        dirs = cast("list[str]", section.values.get("dirs", []))
+        destination = str(section.values.get("destination", loaded.globals.get("destination")))
+        try:
+            config = build_config((*dirs, destination), merged)
+        except ConfigError as exc:
+            line = _line_for_error(loaded, index, str(exc)) or section.line
+            raise ConfigError(f"{path}:{line}: {exc}") from exc
+        jobs.append((config, merged))
+    return jobs
+
+
+def _as_option_value(key: str, value: object) -> object:
+    """A config-file value in the shape click would have produced for the option."""
+    if key in {"metadata", "tags"}:
+        return tuple(f"{k}={v}" for k, v in cast("tuple[tuple[str, str], ...]", value))
+    if key in {"multipart_threshold", "part_size"}:
+        return str(value)
+    return value
+
+
+def _line_for_error(loaded: Any, index: int, message: str) -> int | None:
+    """The line of the key a ConfigError message names (``invalid --hold-for ...``)."""
+    match = re.search(r"--([a-z-]+)", message)
+    if match:
+        key = {v: k for k, v in _FILE_TO_PARAM.items()}.get(
+            match.group(1).replace("-", "_"), match.group(1).replace("-", "_")
+        )
+        line: int | None = loaded.line_of(key, index)
+        return line
+    if "destination" in message:
+        found: int | None = loaded.line_of("destination", index)
+        return found
+    return None
 
 
 def build_app_options(options: dict[str, Any]) -> AppOptions:

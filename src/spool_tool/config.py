@@ -16,7 +16,7 @@ from spool_tool.keys import KeyTemplate
 ChecksumName = Literal["sha256", "crc32", "crc32c", "sha1", "off"]
 CHECKSUMS: tuple[ChecksumName, ...] = ("sha256", "crc32", "crc32c", "sha1", "off")
 
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = 64
 DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
