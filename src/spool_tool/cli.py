@@ -146,6 +146,13 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
     metavar="N",
     help="Attempts per S3 request (botocore standard retry mode, with backoff).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "obstore", "boto3"]),
+    default="auto",
+    show_default=True,
+    help="Data path for single PUTs: obstore (fast, native) where the options allow, or boto3.",
+)
 @click.option("--storage-class", metavar="CLASS", help="S3 storage class (e.g. STANDARD_IA).")
 @click.option("--sse", type=click.Choice(["AES256", "aws:kms"]), help="Server-side encryption.")
 @click.option("--sse-kms-key-id", metavar="KEY", help="KMS key for --sse aws:kms.")
@@ -335,6 +342,7 @@ def build_config(paths: tuple[str, ...], options: dict[str, Any]) -> Config:
         multipart_threshold=parse_size(options["multipart_threshold"], "--multipart-threshold"),
         part_size=parse_size(options["part_size"], "--part-size"),
         max_attempts=options["max_attempts"],
+        engine=options["engine"],
         storage_class=options["storage_class"] or None,
         sse=options["sse"] or None,
         sse_kms_key_id=options["sse_kms_key_id"] or None,
