@@ -481,11 +481,6 @@ def test_disk_full_while_moving_keeps_the_source(spool_dir: Path, mount_namespac
 
 
 @pytest.mark.root
-@pytest.mark.xfail(
-    reason="SpoolFS._copy_then_delete leaves completed/.NAME.spool_tool-partial when the copy "
-    "fails (ENOSPC): the partial fills the target, so smaller files after it fail too",
-    strict=True,
-)
 def test_disk_full_while_moving_leaves_no_partial_copy(
     spool_dir: Path, mount_namespace: None
 ) -> None:

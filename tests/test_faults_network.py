@@ -156,7 +156,7 @@ def test_sustained_throttling_stops_early_then_rerun_ships_everything(
     assert throttled.returncode == 1, throttled.stderr
     assert "Traceback" not in throttled.stderr
     assert "S3 kept failing" in throttled.stderr
-    failed = [line for line in throttled.stderr.splitlines() if " failed: " in line]
+    failed = [line for line in throttled.stderr.splitlines() if "ERROR failed " in line]
     # pipeline.TRANSIENT_FAILURE_LIMIT (20) in a row, plus at most the 4 in flight.
     assert 20 <= len(failed) <= 24, throttled.stderr
     assert all("SlowDown" in line and s3_bucket in line for line in failed)
@@ -169,8 +169,8 @@ def test_sustained_throttling_stops_early_then_rerun_ships_everything(
 
     proxy.clear()  # S3 recovers
     first_keys = {}
-    for line in failed:  # "... failed: s3://BUCKET/KEY: SlowDown: ..."
-        uri = line.split(" failed: ", 1)[1].split(": ", 1)[0]
+    for line in failed:  # "... failed PATH -> s3://BUCKET/KEY: SlowDown: ..."
+        uri = line.split(" -> ", 1)[1].split(": ", 1)[0]
         key = uri.removeprefix(f"s3://{s3_bucket}/")
         first_keys[key.rsplit("/", 1)[-1]] = key
     healthy = run_cli(*args, spool_dir, f"s3://{s3_bucket}", env=env, timeout=60)
@@ -424,7 +424,7 @@ def test_expired_token_fails_clean_and_stops_at_the_first_auth_error(
         assert hook.attempts_of("AbortMultipartUpload") == 1
     else:
         assert plan.injected == summary.failed
-    failed = [line for line in lines if " failed: " in line]
+    failed = [line for line in lines if "ERROR failed " in line]
     assert len(failed) == summary.failed
     for line in failed:
         assert f"s3://{s3_bucket}/" in line
@@ -433,18 +433,13 @@ def test_expired_token_fails_clean_and_stops_at_the_first_auth_error(
     assert elapsed < 10
 
 
-@pytest.mark.xfail(
-    reason="text log line of a failed upload names the object URI but not the local file path "
-    "(FileFailed.path is only in --log-format json)",
-    strict=True,
-)
 def test_failed_upload_line_names_the_local_file(
     seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, s3_env: None
 ) -> None:
     """FAIL-CLEAN promises a one-line error naming the file, bucket, key and cause."""
     plan = fault(EXPIRED_TOKEN, operations={"PutObject"})
     _, _, lines, _ = fail_clean_run(seaweed, s3_bucket, spool_dir, plan, concurrency=1)
-    failed = [line for line in lines if " failed: " in line]
+    failed = [line for line in lines if "ERROR failed " in line]
     assert failed
     for line in failed:
         assert str(spool_dir / "new") in line, line
@@ -462,7 +457,7 @@ def test_clock_skew_fails_clean_with_ntp_hint_and_no_retry_storm(
     assert "RequestTimeTooSkewed" in (summary.stopped or "")
     assert 1 <= summary.failed <= 4
     assert hook.attempts_of("PutObject") == summary.failed  # not retried at all
-    failed = [line for line in lines if " failed: " in line]
+    failed = [line for line in lines if "ERROR failed " in line]
     assert len(failed) == summary.failed
     assert all("NTP" in line and s3_bucket in line for line in failed)
     assert elapsed < 10
@@ -530,19 +525,13 @@ AUTH_FAULTS = {
     "ExpiredToken": (400, "ExpiredToken", "refresh the session credentials"),
     "RequestTimeTooSkewed": (403, "RequestTimeTooSkewed", "NTP"),
 }
-OBSTORE_XFAIL = {
-    "ExpiredToken": "obstore_put.translate classifies a 400 ExpiredToken as FileError, not "
-    "FatalError: the run does not stop, every file is tried once and fails",
-    "RequestTimeTooSkewed": "obstore_put.translate reports any 403 as 'access denied or bad "
-    "credentials': the message has no NTP/clock hint",
-}
 
 
 def _engine_params() -> list[Any]:
     params: list[Any] = []
     for name in sorted(AUTH_FAULTS):
         params.append(pytest.param("boto3", name, id=f"boto3-{name}"))
-        marks = [pytest.mark.xfail(reason=OBSTORE_XFAIL[name], strict=True)]
+        marks = []
         if importlib.util.find_spec("obstore") is None:
             marks = [pytest.mark.skip(reason="obstore is not installed")]
         params.append(pytest.param("obstore", name, id=f"obstore-{name}", marks=marks))
@@ -574,7 +563,7 @@ def test_auth_errors_from_the_wire_fail_clean_and_stop_on_every_engine(
 
     summary = run(config, [LogWriter(stream=log)])
 
-    failed = [line for line in log.getvalue().splitlines() if " failed: " in line]
+    failed = [line for line in log.getvalue().splitlines() if "ERROR failed " in line]
     assert 1 <= summary.failed <= 4, log.getvalue()
     assert code in (summary.stopped or ""), log.getvalue()
     assert proxy.stats.by_method.get("PUT", 0) == summary.failed  # never retried

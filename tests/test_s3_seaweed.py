@@ -160,7 +160,7 @@ def test_wrong_secret_stops_run_with_one_clear_error(
     assert result.returncode == 1
     assert "SignatureDoesNotMatch" in result.stderr
     assert "Traceback" not in result.stderr
-    failed = [line for line in result.stderr.splitlines() if "failed:" in line]
+    failed = [line for line in result.stderr.splitlines() if "ERROR failed " in line]
     assert 1 <= len(failed) <= 2, result.stderr  # the run stopped at the first auth error
     assert snapshot(spool_dir / "new") == before
     assert list_objects(seaweed.client(), s3_bucket) == {}

@@ -162,6 +162,10 @@ class SpoolFS:
                 fout.flush()
                 os.fsync(fout.fileno())
             os.utime(tmp, ns=(source.st.st_atime_ns, source.st.st_mtime_ns))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # e.g. ENOSPC: never leave a partial copy holding the space
+            raise
         finally:
             source.close()
         try:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from spool_tool.destinations.s3errors import FATAL_CODES, HINTS
 from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
@@ -164,6 +165,8 @@ def translate(exc: BaseException, where: str) -> SpoolToolError:
     short = f"{code or status or type(exc).__name__}"
     if isinstance(exc, AlreadyExistsError | PreconditionError) or status == 412:  # noqa: PLR2004
         return FileError(f"{where}: an object already exists at this key (no-clobber)")
+    if code in FATAL_CODES:
+        return FatalError(f"{where}: {code}{HINTS.get(code, '')}")
     if isinstance(exc, FileNotFoundError):
         return FatalError(f"{where}: {code or 'NoSuchBucket'}: the bucket does not exist")
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in {401, 403}:

@@ -45,6 +45,16 @@ def _safe(path: object) -> str:
     return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _failure_line(path: object, uri: str | None, message: str) -> str:
+    """``failed PATH -> URI: cause`` (the cause without a repeated path or URI prefix)."""
+    cause = message
+    for prefix in (f"{path}: ", f"{uri}: " if uri else None):
+        if prefix and cause.startswith(prefix):
+            cause = cause[len(prefix) :]
+    target = f" -> {_safe(uri)}" if uri else ""
+    return f"failed {_safe(path)}{target}: {_safe(cause)}"
+
+
 class LogWriter:
     """An event listener and a ``logging.Handler`` target: one line per record."""
 
@@ -130,7 +140,7 @@ class LogWriter:
                 self.write(
                     ERROR,
                     "upload_failed",
-                    f"failed: {_safe(message)}",
+                    _failure_line(path, uri, message),
                     file=_safe(path),
                     uri=_safe(uri) if uri else None,
                     kind=kind,
