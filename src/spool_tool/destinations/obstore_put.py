@@ -15,7 +15,10 @@ Safety notes, measured on obstore 0.12.1:
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -75,36 +78,88 @@ class BotoCredentials:
         }
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where obstore sends requests: ``url`` None means AWS's own endpoint for ``region``."""
+
+    url: str | None
+    region: str
+    addressing_style: str
+
+
+_CLIENT_ONLY_ENV = (
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",
+)
+_CLIENT_ONLY_CONFIG = (
+    "services",
+    "endpoint_url",
+    "s3",
+    "use_fips_endpoint",
+    "use_dualstack_endpoint",
+)
+
+
+def endpoint_without_client(
+    session: botocore.session.Session, options: S3Options, bucket: str
+) -> Endpoint | None:
+    """Resolve the endpoint as botocore would, for the common cases only: an explicit
+    ``--endpoint-url``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, or plain AWS. Anything
+    subtler (profile endpoint settings, FIPS, dual-stack, dotted bucket names) returns None and
+    the caller asks a real botocore client. Creating that client costs ~0.1 s per run."""
+    env = os.environ
+    if any(env.get(name) for name in _CLIENT_ONLY_ENV) or "." in bucket:
+        return None
+    if any(key in session.get_scoped_config() for key in _CLIENT_ONLY_CONFIG):
+        return None
+    region = session.get_config_variable("region")
+    if options.endpoint_url:
+        url: str | None = options.endpoint_url
+    elif env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        url = None
+    else:
+        url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    if url is None and not region:
+        return None  # let botocore raise its own NoRegionError
+    return Endpoint(url, region or "us-east-1", options.addressing_style)
+
+
+def endpoint_from_client(client: S3Client) -> Endpoint:
+    resolved = client.meta.endpoint_url
+    aws = (urlsplit(resolved).hostname or "").endswith(_AWS_SUFFIXES)
+    style = (client.meta.config.s3 or {}).get("addressing_style", "auto")  # type: ignore[attr-defined]
+    return Endpoint(None if aws else resolved, client.meta.region_name or "us-east-1", style)
+
+
 def make_store(
-    session: botocore.session.Session, client: S3Client, bucket: str, options: S3Options
+    session: botocore.session.Session, endpoint: Endpoint, bucket: str, options: S3Options
 ) -> S3Store:
     from obstore.store import S3Store  # noqa: PLC0415 - optional fast path
 
-    region = client.meta.region_name or "us-east-1"
-    resolved = client.meta.endpoint_url
-    custom = not (urlsplit(resolved).hostname or "").endswith(_AWS_SUFFIXES)
-    style = (client.meta.config.s3 or {}).get("addressing_style", "auto")  # type: ignore[attr-defined]
+    custom = endpoint.url is not None
+    style = endpoint.addressing_style
     # botocore's rule: a custom endpoint is path-style unless "virtual"; AWS is virtual unless
     # "path".
     virtual = (style == "virtual") if custom else (style != "path")
     config: S3Config = {
-        "region": region,
+        "region": endpoint.region,
         "virtual_hosted_style_request": virtual,
         "checksum_algorithm": "sha256",
     }
-    if custom:
-        endpoint = resolved.rstrip("/")
+    if endpoint.url is not None:
+        url = endpoint.url.rstrip("/")
         if virtual:
-            parts = urlsplit(endpoint)
-            endpoint = f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}"
-        config["endpoint"] = endpoint
-        config["aws_endpoint_url_s3"] = endpoint  # obstore reads AWS_* env too: pin it
+            parts = urlsplit(url)
+            url = f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}"
+        config["endpoint"] = url
+        config["aws_endpoint_url_s3"] = url  # obstore reads AWS_* env too: pin it
     client_options: ClientConfig = {
         "timeout": f"{int(options.read_timeout)}s",
         "connect_timeout": f"{int(options.connect_timeout)}s",
         "pool_max_idle_per_host": "64",
     }
-    if resolved.startswith("http://"):
+    if (endpoint.url or "").startswith("http://"):
         client_options["allow_http"] = True
     retry_config: RetryConfig = {
         "max_retries": max(options.max_attempts - 1, 0),
@@ -182,3 +237,23 @@ def translate(exc: BaseException, where: str) -> SpoolToolError:
     if isinstance(exc, ValueError):
         return FileError(f"{where}: invalid key: {exc}")
     return RetryableError(f"{where}: {kind or type(exc).__name__}: {text.splitlines()[0]}")
+
+
+def preflight(store: S3Store, where: str) -> None:
+    """Fail fast when no PUT can succeed, without a botocore client: GET a key that cannot
+    exist. NoSuchKey means the bucket is there; AccessDenied is what a PutObject-only policy
+    answers (fine); NoSuchBucket, bad credentials, clock skew or no connection stop the run."""
+    import obstore  # noqa: PLC0415
+
+    try:
+        obstore.get(store, f".spool_tool-preflight/{uuid.uuid4()}")
+    except Exception as exc:
+        code = m.group(1) if (m := _CODE.search(str(exc))) else None
+        if code in {"NoSuchKey", "AccessDenied"}:
+            return
+        if isinstance(exc, FileNotFoundError) and code != "NoSuchBucket":
+            return  # a 404 for the key itself
+        error = translate(exc, where)
+        if isinstance(error, FatalError):
+            raise error from exc
+        # anything transient: the uploads retry and report it themselves

@@ -82,9 +82,9 @@ class S3Destination:
         self.options = options
         self.bucket = uri.bucket
         self.session = make_session(options)
-        self.client = make_client(
-            self.session, options, pool_size=concurrency + PARTS_IN_FLIGHT_PER_FILE * 4
-        )
+        self._pool_size = concurrency + PARTS_IN_FLIGHT_PER_FILE * 4
+        self._client: S3Client | None = None
+        self._client_lock = threading.Lock()
         self._store = self._fast_path(options)
         self._parts = ThreadPoolExecutor(
             max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
@@ -92,6 +92,14 @@ class S3Destination:
         self._algorithm = None if options.checksum == "off" else options.checksum.upper()
         self._cancelled = threading.Event()
         self._object_args = object_args(options)
+
+    @property
+    def client(self) -> S3Client:
+        """The botocore client, created on first use (multipart, HEAD, abort, boto3 engine)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = make_client(self.session, self.options, self._pool_size)
+            return self._client
 
     def cancel(self) -> None:
         """Stop multipart uploads between parts (they are aborted); single PUTs finish."""
@@ -109,7 +117,10 @@ class S3Destination:
                 )
             return None
         try:
-            return obstore_put.make_store(self.session, self.client, self.bucket, options)
+            endpoint = obstore_put.endpoint_without_client(self.session, options, self.bucket)
+            if endpoint is None:
+                endpoint = obstore_put.endpoint_from_client(self.client)
+            return obstore_put.make_store(self.session, endpoint, self.bucket, options)
         except ImportError:
             if options.engine == "obstore":
                 raise ConfigError(
@@ -123,6 +134,9 @@ class S3Destination:
 
     def preflight(self) -> None:
         where = f"s3://{self.bucket}"
+        if self._store is not None:
+            obstore_put.preflight(self._store, where)
+            return
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
@@ -310,7 +324,8 @@ class S3Destination:
 
     def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def guess_type(key: str) -> str | None:
