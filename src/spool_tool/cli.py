@@ -52,7 +52,7 @@ def _checksum_default() -> str:
     # botocore's own switch: stores that reject the newer checksum headers set this.
     if os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").lower() == "when_required":
         return "off"
-    return "sha256"
+    return "auto"
 
 
 CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--help"]}
@@ -108,9 +108,9 @@ CONTEXT = {"auto_envvar_prefix": "SPOOL_TOOL", "help_option_names": ["-h", "--he
     "--checksum",
     type=click.Choice(CHECKSUMS),
     default=_checksum_default,
-    show_default="sha256",
-    help="Integrity checksum S3 verifies; 'off' sends "
-    "Content-MD5 instead (for stores that reject x-amz-checksum headers).",
+    show_default="auto",
+    help="Integrity checksum S3 verifies. auto: CRC64NVME on fast-path PUTs, CRC32 on boto3 "
+    "requests; 'off' sends Content-MD5 instead (for stores that reject x-amz-checksum headers).",
 )
 @click.option(
     "--no-clobber",

@@ -13,8 +13,10 @@ from typing import Literal
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
 
-ChecksumName = Literal["sha256", "crc32", "crc32c", "sha1", "off"]
-CHECKSUMS: tuple[ChecksumName, ...] = ("sha256", "crc32", "crc32c", "sha1", "off")
+ChecksumName = Literal["auto", "sha256", "crc64nvme", "crc32", "crc32c", "sha1", "off"]
+CHECKSUMS: tuple[ChecksumName, ...] = (
+    "auto", "sha256", "crc64nvme", "crc32", "crc32c", "sha1", "off",
+)  # fmt: skip
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -74,7 +76,7 @@ class S3Options:
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
-    checksum: ChecksumName = "sha256"
+    checksum: ChecksumName = "auto"
     no_clobber: bool = False
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
@@ -104,8 +106,8 @@ class S3Options:
             for key, _ in pairs:
                 if not key or not re.fullmatch(r"[A-Za-z0-9_.:/=+@ -]+", key):
                     raise ConfigError(f"invalid {option} key {key!r}")
-        if self.checksum == "crc32c":
-            _require_crt()
+        if self.checksum in {"crc32c", "crc64nvme"} and self.engine == "boto3":
+            _require_crt(self.checksum)
 
 
 ACLS = (
@@ -114,11 +116,13 @@ ACLS = (
 )  # fmt: skip
 
 
-def _require_crt() -> None:
+def _require_crt(checksum: str) -> None:
     import importlib.util  # noqa: PLC0415
 
     if importlib.util.find_spec("awscrt") is None:
-        raise ConfigError("--checksum crc32c needs the awscrt package (pip install 'boto3[crt]')")
+        raise ConfigError(
+            f"--checksum {checksum} with boto3 needs the awscrt package (pip install 'boto3[crt]')"
+        )
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:

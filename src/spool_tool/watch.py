@@ -125,8 +125,11 @@ async def watch(runner: Runner, *, interval: float) -> Summary:
             await _wait(runner, notifier, held, interval, backoff)
     finally:
         notifier.close()
-    total.signal = None  # a signal is the normal way to stop a daemon: exit 0
+    # A signal is the normal way to stop a daemon: exit 0. Failures of earlier cycles were
+    # logged and counted in the metrics when they happened; the files are retried every cycle.
+    total.signal = None
     total.stopped = None
+    total.failed = total.delete_failed = total.spools_failed = 0
     return total
 
 
