@@ -287,12 +287,6 @@ def journaled_keys_from_failures(lines: list[str], bucket: str) -> dict[str, str
     return keys
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watch.py backs off only when a cycle was *stopped* (fatal error or 20 transient "
-    "failures in a row); a cycle whose every upload failed with a retryable S3 error, but "
-    "with fewer than 20 files, is retried every --interval with no backoff",
-)
 def test_watch_backs_off_when_every_upload_of_a_cycle_failed_on_s3(
     seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, proxy: FaultProxy
 ) -> None:

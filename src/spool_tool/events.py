@@ -98,6 +98,7 @@ class Summary:
     uploaded: int = 0
     bytes_uploaded: int = 0
     failed: int = 0
+    s3_failed: int = 0  # the retryable or fatal ones: S3 (not the file) was the problem
     deleted: int = 0
     delete_failed: int = 0
     spools_failed: int = 0
@@ -153,8 +154,9 @@ class EventBus:
             case FileUploaded(size=size):
                 s.uploaded += 1
                 s.bytes_uploaded += size
-            case FileFailed(path=path, message=message):
+            case FileFailed(path=path, message=message, kind=kind):
                 s.failed += 1
+                s.s3_failed += kind in {"retryable", "fatal"}
                 s.failures.append(f"{path}: {message}")
             case FileDeleted(dry_run=False):
                 s.deleted += 1

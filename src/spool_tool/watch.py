@@ -120,7 +120,11 @@ async def watch(runner: Runner, *, interval: float) -> Summary:
             runner.bus.emit(RunFinished(summary))
             if runner.is_stopping():
                 break
-            failed_on_s3 = control.stop_reason is not None
+            # Back off when the cycle was stopped (fatal error, too many failures in a row) or
+            # when S3 failed and nothing got through: never retry a sick endpoint in a loop.
+            failed_on_s3 = control.stop_reason is not None or (
+                summary.s3_failed > 0 and summary.uploaded == 0
+            )
             backoff = min(max(backoff * 2, BACKOFF_START), BACKOFF_MAX) if failed_on_s3 else 0.0
             await _wait(runner, notifier, held, interval, backoff)
     finally:

@@ -2,9 +2,10 @@
 
 boto3 spends ~2 ms of CPU per PUT; obstore ~0.2 ms, which decides small-file throughput on a
 host whose CPU is shared with the producer (see BENCHMARKS.md). Only the data path moves:
-credentials, region, endpoint and addressing style are resolved by boto3 exactly as for the
-boto3 client, and multipart uploads, aborts, HEADs and the pre-flight stay on boto3 (obstore does
-not expose the UploadId we must journal).
+credentials, region, endpoint and addressing style come from botocore's chain (the endpoint is
+resolved without building a client where that is unambiguous), and multipart uploads, aborts
+and HEADs stay on botocore (obstore does not expose the UploadId we must journal). The
+pre-flight is a GET of a key that cannot exist, through obstore.
 
 Safety notes, measured on obstore 0.12.1:
 * Every PUT carries ``x-amz-checksum-crc64nvme`` (or ``-sha256``); S3 rejects a corrupted body
