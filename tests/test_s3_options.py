@@ -87,6 +87,35 @@ def test_sse_kms_and_acl_on_moto(
     head = moto_client.head_object(Bucket=moto_bucket, Key="o/f00000.dat")
     assert head["ServerSideEncryption"] == "aws:kms"
     assert "alias/spool" in head["SSEKMSKeyId"]
+    grants = moto_client.get_object_acl(Bucket=moto_bucket, Key="o/f00000.dat")["Grants"]
+    assert any(g["Permission"] == "FULL_CONTROL" for g in grants)
+
+
+def test_public_read_acl_on_moto(
+    moto_bucket: str, moto_client: S3Client, moto_env: dict[str, str], spool_dir: Path
+) -> None:
+    make_files(spool_dir / "new", 1)
+    result = run_cli("--acl", "public-read", spool_dir, f"s3://{moto_bucket}/o/", env=moto_env)
+    assert result.returncode == 0, result.stderr
+    grants = moto_client.get_object_acl(Bucket=moto_bucket, Key="o/f00000.dat")["Grants"]
+    assert any(
+        g["Permission"] == "READ" and g["Grantee"].get("URI", "").endswith("/global/AllUsers")
+        for g in grants
+    ), grants
+
+
+@pytest.mark.parametrize("engine", ["obstore", "boto3"])
+def test_path_addressing_style(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, engine: str
+) -> None:
+    contents = make_files(spool_dir / "new", 2)
+    code, err = upload(
+        seaweed, s3_bucket, spool_dir, "--addressing-style", "path", "--engine", engine
+    )
+    assert code == 0, err
+    client = seaweed.client()
+    for name, data in contents.items():
+        assert get_body(client, s3_bucket, f"o/{name}") == data
 
 
 def test_kms_key_without_kms_is_usage_error(spool_dir: Path) -> None:
