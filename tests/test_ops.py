@@ -160,6 +160,10 @@ def test_status_table(spool_dir: Path) -> None:
     result = run_cli("--status", spool_dir)
     assert result.returncode == 0
     assert str(spool_dir) in result.stdout
+    # a destination left on the command line is not taken for a spool dir
+    result = run_cli("--status", "--log-format", "json", spool_dir, "s3://bucket/p/")
+    assert result.returncode == 0
+    assert [s["spool_dir"] for s in json.loads(result.stdout)["spools"]] == [str(spool_dir)]
 
 
 def test_status_missing_spool_exits_1(tmp_path: Path) -> None:

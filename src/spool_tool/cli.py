@@ -223,6 +223,8 @@ def command(paths: tuple[str, ...], **options: Any) -> int:
     else:
         configs = [] if options["status"] else [build_config(paths, options)]
     if options["status"]:
+        if len(paths) > 1 and _looks_like_destination(paths[-1]):
+            paths = paths[:-1]  # `--status SPOOL s3://...`: the destination is not a spool dir
         spools = [Path(p) for p in paths] or [s for c in configs for s in c.spool_dirs]
         if not spools:
             raise ConfigError("--status needs at least one SPOOL_DIR")
@@ -303,6 +305,10 @@ def _line_for_error(loaded: Any, index: int, message: str) -> int | None:
         found: int | None = loaded.line_of("destination", index)
         return found
     return None
+
+
+def _looks_like_destination(text: str) -> bool:
+    return text in {"noop", "noop://"} or text.startswith("s3://")
 
 
 def build_app_options(options: dict[str, Any]) -> AppOptions:
