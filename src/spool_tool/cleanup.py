@@ -91,40 +91,27 @@ def delete_expired(
     fs: SpoolFS,
     bus: EventBus,
     journal: Journal | None,
+    head: Head | None = None,
 ) -> None:
+    """Delete expired regular files in ``completed``. With ``head`` (``--verify-before-delete``)
+    only those whose object S3 still holds, intact, as the journal's ledger recorded it."""
     dir_fd = _open_dir(completed)
     if dir_fd is None:
         return
     deleter = _Deleter(completed, dir_fd, fs, bus, journal)
+    expired = _iter_expired(dir_fd, delete_after_seconds, now)
     try:
-        for name in _iter_expired(dir_fd, delete_after_seconds, now):
-            deleter.delete(name)
-    finally:
-        deleter.finish()
+        if head is None or journal is None:
+            for name in expired:
+                deleter.delete(name)
+            return
+        ledger = journal
 
+        def verify(name: str) -> tuple[str, str | None]:
+            return name, _mismatch(ledger.ledger_entry(name), head)
 
-def delete_expired_verified(
-    completed: Path,
-    *,
-    delete_after_seconds: float,
-    now: float,
-    fs: SpoolFS,
-    bus: EventBus,
-    journal: Journal,
-    head: Head,
-) -> None:
-    """Like ``delete_expired``, but only files whose object S3 still holds, intact."""
-    dir_fd = _open_dir(completed)
-    if dir_fd is None:
-        return
-    deleter = _Deleter(completed, dir_fd, fs, bus, journal)
-
-    def verify(name: str) -> tuple[str, str | None]:
-        return name, _mismatch(journal.ledger_entry(name), head)
-
-    try:
         with ThreadPoolExecutor(VERIFY_CONCURRENCY, thread_name_prefix="verify") as pool:
-            for name, problem in pool.map(verify, _iter_expired(dir_fd, delete_after_seconds, now)):
+            for name, problem in pool.map(verify, expired):
                 if problem is None:
                     deleter.delete(name)
                 else:

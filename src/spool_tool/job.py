@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 from spool_tool.backlog import measure_backlog
-from spool_tool.cleanup import delete_expired, delete_expired_verified
+from spool_tool.cleanup import delete_expired
 from spool_tool.config import Config
 from spool_tool.destinations import make_destination
 from spool_tool.errors import FatalError, FileError
@@ -300,25 +300,17 @@ def _cleanup_phase(
             if journal is None:
                 continue
         try:
-            if config.verify_before_delete and journal is not None and destination is not None:
-                delete_expired_verified(
-                    completed,
-                    delete_after_seconds=config.delete_after * 60,
-                    now=time.time(),
-                    fs=fs,
-                    bus=bus,
-                    journal=journal,
-                    head=destination.head,
-                )
-            else:
-                delete_expired(
-                    completed,
-                    delete_after_seconds=config.delete_after * 60,
-                    now=time.time(),
-                    fs=fs,
-                    bus=bus,
-                    journal=journal,
-                )
+            verify = config.verify_before_delete and destination is not None
+            head = destination.head if verify and destination is not None else None
+            delete_expired(
+                completed,
+                delete_after_seconds=config.delete_after * 60,
+                now=time.time(),
+                fs=fs,
+                bus=bus,
+                journal=journal,
+                head=head,
+            )
         finally:
             if journal is not None:
                 journal.close()
