@@ -300,8 +300,8 @@ def _cleanup_phase(
             if journal is None:
                 continue
         try:
-            verify = config.verify_before_delete and destination is not None
-            head = destination.head if verify and destination is not None else None
+            wanted = config.verify_before_delete
+            head = destination.head if wanted and destination is not None else None
             delete_expired(
                 completed,
                 delete_after_seconds=config.delete_after * 60,
