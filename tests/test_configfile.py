@@ -340,7 +340,8 @@ SPOOL = '[[spool]]\ndirs = ["/s"]\ndestination = "s3://bucket/"\n'
         pytest.param(
             SPOOL + 'checksum = "md5"\n',
             4,
-            r"checksum must be one of 'sha256', 'crc32', 'crc32c', 'sha1', 'off'",
+            r"checksum must be one of 'auto', 'sha256', 'crc64nvme', 'crc32', 'crc32c', 'sha1', "
+            r"'off'",
             id="bad-choice",
         ),
         pytest.param(
