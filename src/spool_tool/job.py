@@ -245,7 +245,7 @@ def _upload_spool(
     try:
         if not preflight_done:
             destination.preflight()
-        recover(journal, destination, spool / "new", bus)
+        recover(journal, destination, spool / "new")
     except FatalError as exc:
         control.stop(str(exc))
         bus.emit(RunStopped(str(exc)))

@@ -23,7 +23,7 @@ import mimetypes
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,14 @@ from spool_tool.errors import (
     RetryableError,
     SpoolToolError,
 )
-from spool_tool.events import EventBus, FileFailed, FileMoved, FileUploaded, RunStopped
+from spool_tool.events import (
+    ErrorKind,
+    EventBus,
+    FileFailed,
+    FileMoved,
+    FileUploaded,
+    RunStopped,
+)
 from spool_tool.journal import Claim, Completion, Journal
 from spool_tool.keys import (
     FileFacts,
@@ -70,7 +77,6 @@ class RunControl:
     stop_reason: str | None = None
     consecutive_transient: int = 0
     signal: int | None = None
-    on_signal: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def is_stopped(self) -> bool:
@@ -311,8 +317,8 @@ class SpoolUploader:
             fsync_dir(self.completed)
             self.journal.complete(done)
 
-    def _fail(self, path: Path, uri: str | None, kind: str, message: str) -> None:
-        self.bus.emit(FileFailed(path, uri, kind, message))  # type: ignore[arg-type]
+    def _fail(self, path: Path, uri: str | None, kind: ErrorKind, message: str) -> None:
+        self.bus.emit(FileFailed(path, uri, kind, message))
 
 
 def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, ...]]:
@@ -322,7 +328,7 @@ def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, 
         yield chunk
 
 
-def recover(journal: Journal, destination: Destination, new: Path, bus: EventBus) -> None:
+def recover(journal: Journal, destination: Destination, new: Path) -> None:
     """Before claiming anything: abort multipart uploads a killed run left open, and drop
     claims whose file is gone, moved or replaced by another inode."""
     stale: list[str] = []
@@ -344,7 +350,6 @@ def recover(journal: Journal, destination: Destination, new: Path, bus: EventBus
         if (st.st_dev, st.st_ino) != (claim.dev, claim.ino):
             stale.append(name)
     journal.drop_claims(stale)
-    del bus
 
 
 def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import mimetypes
 import os
 import threading
 import urllib.parse
@@ -157,14 +156,14 @@ class S3Destination:
         record_upload_id: UploadIdRecorder,
         headers: ObjectHeaders = NO_HEADERS,
     ) -> UploadResult:
-        args = self._args_for(key, headers)
+        args = self._args_for(headers)
         if source.size >= self.options.multipart_threshold:
             return self._multipart(source, key, record_upload_id, args)
         return self._put(source, key, args)
 
-    def _args_for(self, key: str, headers: ObjectHeaders) -> dict[str, Any]:
+    def _args_for(self, headers: ObjectHeaders) -> dict[str, Any]:
         args = dict(self._object_args)
-        content_type = self.options.content_type or headers.content_type or guess_type(key)
+        content_type = self.options.content_type or headers.content_type
         if content_type:
             args["ContentType"] = content_type
         if headers.content_encoding:
@@ -352,15 +351,6 @@ def boto3_algorithm(checksum: str) -> str | None:
     if checksum == "off":
         return None
     return "CRC32" if checksum == "auto" else checksum.upper()
-
-
-def guess_type(key: str) -> str | None:
-    """Content-Type from the key's extension, ignoring a compression suffix we added."""
-    for suffix in (".gz", ".zst"):
-        if key.endswith(suffix):
-            key = key.removesuffix(suffix)
-            break
-    return mimetypes.guess_type(key, strict=False)[0]
 
 
 def object_args(options: S3Options) -> dict[str, Any]:
