@@ -269,7 +269,7 @@ def test_property_yields_exactly_the_old_enough_files(
     expected = {
         n
         for n, age in files.items()
-        if age >= hold or (hold == 0 and age < -FUTURE_TOLERANCE_SECONDS)
+        if hold == 0 or age >= hold  # with hold-for 0 every regular file is eligible
     }
     assert len(found) == len({c.name for c in found})  # no duplicates
     assert {c.name for c in found} == expected
