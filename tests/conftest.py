@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 from botocore.config import Config
+from hypothesis import settings
 from moto.server import ThreadedMotoServer
 
 from devtools.seaweed import SeaweedServer
@@ -73,6 +74,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mypy_boto3_s3 import S3Client
+
+# CI runs the same Hypothesis examples every time (a red CI must mean a change broke something);
+# developers' runs explore new examples. HYPOTHESIS_PROFILE=ci reproduces CI locally.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 LIMITED_ACCESS_KEY = "LIMITEDAK"
 LIMITED_SECRET_KEY = "LIMITEDSK"
