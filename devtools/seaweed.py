@@ -375,6 +375,12 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-volume.preStopSeconds=0",  # weed's mini default 1 s only slows stop() down
+            # Every bucket is a collection that grows its own volumes; the automatic limit
+            # (free disk / volume size) ran out after ~100 test buckets ("No writable volumes
+            # and no free volumes left" -> InternalError). Volumes are sparse: a high cap costs
+            # nothing until written.
+            "-volume.max=5000",
+            "-master.volumeSizeLimitMB=64",
             f"-s3.config={self.config_path}",
             f"-s3.autoCreateBucket={str(self.auto_create_bucket).lower()}",
         ]
