@@ -21,6 +21,7 @@ import botocore.config
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
+from spool_tool.budget import ByteBudget
 from spool_tool.destinations import obstore_put
 from spool_tool.destinations.base import (
     NO_HEADERS,
@@ -91,6 +92,7 @@ class S3Destination:
         self._algorithm = boto3_algorithm(options.checksum)
         self._cancelled = threading.Event()
         self._object_args = object_args(options)
+        self.budget = ByteBudget()  # file data in memory at once, over all uploads
 
     @property
     def client(self) -> S3Client:
@@ -182,6 +184,10 @@ class S3Destination:
         return f"{self._algorithm}:{value}" if value else None
 
     def _put(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
+        with self.budget.hold(source.size):
+            return self._put_in_memory(source, key, args)
+
+    def _put_in_memory(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
         if self._store is not None:
             return self._put_fast(source, key, args)
         where = self.uri.uri_for(key)
@@ -289,6 +295,12 @@ class S3Destination:
         self, source: Source, key: str, upload_id: str, number: int, offset: int
     ) -> dict[str, Any]:
         length = min(self.options.part_size, source.size - offset)
+        with self.budget.hold(length):
+            return self._send_part_in_memory(source, key, upload_id, number, offset, length)
+
+    def _send_part_in_memory(
+        self, source: Source, key: str, upload_id: str, number: int, offset: int, length: int
+    ) -> dict[str, Any]:
         data = os.pread(source.fd, length, offset)
         if len(data) != length:
             raise FileError(f"{source.path}: file shrank while uploading")
