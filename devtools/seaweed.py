@@ -380,7 +380,6 @@ class SeaweedServer:
             # and no free volumes left" -> InternalError). Volumes are sparse: a high cap costs
             # nothing until written.
             "-volume.max=5000",
-            "-master.volumeSizeLimitMB=64",
             f"-s3.config={self.config_path}",
             f"-s3.autoCreateBucket={str(self.auto_create_bucket).lower()}",
         ]
