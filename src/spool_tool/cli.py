@@ -8,6 +8,7 @@ touched); 128+N when stopped by signal N.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -47,8 +48,6 @@ def parse_size(text: str, option: str) -> int:
 
 
 def _checksum_default() -> str:
-    import os  # noqa: PLC0415
-
     # botocore's own switch: stores that reject the newer checksum headers set this.
     if os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").lower() == "when_required":
         return "off"

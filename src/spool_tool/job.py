@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
@@ -34,7 +34,7 @@ from spool_tool.keys import (
     normalise_spool_dir,
 )
 from spool_tool.pipeline import RunControl, SpoolUploader, key_for, recover
-from spool_tool.scan import iter_eligible
+from spool_tool.scan import Candidate, iter_eligible
 from spool_tool.spoolfs import SpoolFS
 
 if TYPE_CHECKING:
@@ -188,7 +188,6 @@ def run(
 def _upload_phase(
     config: Config, bus: EventBus, control: RunControl, destination: Destination | None
 ) -> None:
-    preflight_done = False
     for spool in config.spool_dirs:
         if control.stop_reason:
             return
@@ -204,9 +203,7 @@ def _upload_phase(
         if journal is None:
             continue
         with journal:
-            preflight_done = _upload_spool(
-                spool, journal, config, bus, control, destination, preflight_done=preflight_done
-            )
+            _upload_spool(spool, journal, config, bus, control, destination)
 
 
 def _open_journal(spool: Path, bus: EventBus) -> Journal | None:
@@ -227,50 +224,43 @@ def _upload_spool(
     bus: EventBus,
     control: RunControl,
     destination: Destination,
-    *,
-    preflight_done: bool,
-) -> bool:
-    """Upload one spool; returns whether the destination's pre-flight check has run."""
+) -> None:
+    """Upload one spool: pre-flight (once per destination), recover, ship."""
     fs = SpoolFS()
     fs.ensure_dir(spool / "completed")
-    candidates = iter_eligible(
-        spool / "new",
-        hold_for_seconds=config.hold_for * 60,
-        now=time.time(),
-        on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
-    )
+    candidates = _eligible(config, spool, bus, time.time())
     first = next(candidates, None)
     if first is None and not journal.claims:
-        return preflight_done
+        return
     try:
-        if not preflight_done:
-            destination.preflight()
+        destination.preflight()
         recover(journal, destination, spool / "new")
     except FatalError as exc:
         control.stop(str(exc))
         bus.emit(RunStopped(str(exc)))
-        return True
+        return
     if first is not None:
         uploader = SpoolUploader(spool, journal, destination, config, bus, control, fs)
         uploader.run(itertools.chain([first], candidates))
-    return True
+
+
+def _eligible(config: Config, spool: Path, bus: EventBus, now: float) -> Iterator[Candidate]:
+    """The spool's eligible files; skipped entries are reported as events."""
+    return iter_eligible(
+        spool / "new",
+        hold_for_seconds=config.hold_for * 60,
+        now=now,
+        on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
+    )
 
 
 def _dry_run_uploads(config: Config, spool: Path, bus: EventBus) -> None:
     journal = Journal.read_only(spool)
     now = time.time()
     token = normalise_spool_dir(str(spool))
-    for candidate in iter_eligible(
-        spool / "new",
-        hold_for_seconds=config.hold_for * 60,
-        now=now,
-        on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
-    ):
+    for candidate in _eligible(config, spool, bus, now):
         claim = journal.get(candidate.name) if journal else None
-        if claim is not None and (claim.dev, claim.ino) == (
-            candidate.st.st_dev,
-            candidate.st.st_ino,
-        ):
+        if claim is not None and claim.is_for(candidate.st):
             key = claim.key
         else:
             try:

@@ -68,6 +68,10 @@ class Claim:
     etag: str | None = None
     checksum: str | None = None
 
+    def is_for(self, st: os.stat_result) -> bool:
+        """The claim belongs to this inode (a file replaced by another inode is a new file)."""
+        return (self.dev, self.ino) == (st.st_dev, st.st_ino)
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:

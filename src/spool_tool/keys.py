@@ -6,6 +6,7 @@ no positional fields, attribute or index access, conversions or format specs.
 
 from __future__ import annotations
 
+import posixpath
 import socket
 import string
 import uuid
@@ -53,8 +54,6 @@ def creation_time(st: os.stat_result) -> float:
 
 def normalise_spool_dir(given: str) -> str:
     """``/var/spool/app/`` -> ``var/spool/app`` (normalised, slashes stripped at both ends)."""
-    import posixpath  # noqa: PLC0415 - tiny, and only here
-
     return posixpath.normpath(given).strip("/")
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from spool_tool.compress import ENCODING, SUFFIX, compress_to_temp, wants_compression
 from spool_tool.crashpoints import crash_point
-from spool_tool.destinations.base import ObjectHeaders
+from spool_tool.destinations.base import ObjectHeaders, UploadResult
 from spool_tool.errors import (
     ChangedDuringUploadError,
     FatalError,
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from spool_tool.config import Config
-    from spool_tool.destinations.base import Destination, UploadResult
+    from spool_tool.destinations.base import Destination
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SpoolUploader:
         for candidate in batch:
             st = candidate.st
             claim = self.journal.get(candidate.name)
-            if claim is None or (claim.dev, claim.ino) != (st.st_dev, st.st_ino):
+            if claim is None or not claim.is_for(st):
                 try:
                     claim = Claim(
                         candidate.name, st.st_dev, st.st_ino, self._key_for(candidate, now)
@@ -256,8 +256,6 @@ class SpoolUploader:
         return payload, ObjectHeaders(content_type, ENCODING[compression])
 
     def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float]:
-        from spool_tool.destinations.base import UploadResult  # noqa: PLC0415
-
         if (
             claim.state == "uploaded"
             and claim.size == source.st.st_size
@@ -347,7 +345,7 @@ def recover(journal: Journal, destination: Destination, new: Path) -> None:
         except FileNotFoundError:
             stale.append(name)
             continue
-        if (st.st_dev, st.st_ino) != (claim.dev, claim.ino):
+        if not claim.is_for(st):
             stale.append(name)
     journal.drop_claims(stale)
 

@@ -55,7 +55,10 @@ class Destination(Protocol):
     uri: DestinationURI
 
     def preflight(self) -> None:
-        """Fail fast (``FatalError``) when no upload can succeed: no bucket, unreachable."""
+        """Fail fast (``FatalError``) when no upload can succeed: no bucket, unreachable.
+
+        Idempotent: after one success, later calls return at once (a daemon calls it every
+        cycle); after a failure the next call checks again."""
 
     def upload(
         self,

@@ -91,6 +91,7 @@ class S3Destination:
         )
         self._algorithm = boto3_algorithm(options.checksum)
         self._cancelled = threading.Event()
+        self._preflight_passed = False
         self._object_args = object_args(options)
         self.budget = ByteBudget()  # file data in memory at once, over all uploads
 
@@ -135,6 +136,12 @@ class S3Destination:
             raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
 
     def preflight(self) -> None:
+        if self._preflight_passed:
+            return
+        self._check_destination()
+        self._preflight_passed = True
+
+    def _check_destination(self) -> None:
         where = f"s3://{self.bucket}"
         if self._store is not None:
             obstore_put.preflight(self._store, where)
