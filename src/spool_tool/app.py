@@ -41,13 +41,13 @@ class AppOptions:
     metrics_address: str = "127.0.0.1"
 
 
-def show_status(spool_dirs: Sequence[Path], hold_for_minutes: float, log_format: str) -> bool:
-    """Print each spool's backlog (JSON document or table); changes nothing. False if a spool
-    dir is missing."""
+def show_status(spools: Sequence[tuple[Path, float]], log_format: str) -> bool:
+    """Print each spool's backlog (JSON document or table), each ``(spool dir, hold_for in
+    minutes)``; changes nothing. False if a spool dir is missing."""
     now = time.time()
     backlogs = [
-        measure_backlog(spool, hold_for_seconds=hold_for_minutes * 60, now=now)
-        for spool in spool_dirs
+        measure_backlog(spool, hold_for_seconds=hold_for * 60, now=now)
+        for spool, hold_for in spools
     ]
     if log_format == "json":
         sys.stdout.write(to_json(backlogs, generated_at=now) + "\n")

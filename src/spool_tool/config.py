@@ -8,20 +8,32 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
 
+# Each choice list is declared once, as a Literal; the option schema (options.py) reads the
+# tuples, mypy reads the Literals.
 ChecksumName = Literal["auto", "sha256", "crc64nvme", "crc32", "crc32c", "sha1", "off"]
-CHECKSUMS: tuple[ChecksumName, ...] = (
-    "auto", "sha256", "crc64nvme", "crc32", "crc32c", "sha1", "off",
-)  # fmt: skip
+AddressingStyle = Literal["auto", "path", "virtual"]
+EngineName = Literal["auto", "obstore", "boto3"]
+SSEMode = Literal["AES256", "aws:kms"]
+Compression = Literal["gzip", "zstd"]
+ACLName = Literal[
+    "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "bucket-owner-full-control",
+]  # fmt: skip
+CHECKSUMS: tuple[str, ...] = get_args(ChecksumName)
+ADDRESSING_STYLES: tuple[str, ...] = get_args(AddressingStyle)
+ENGINES: tuple[str, ...] = get_args(EngineName)
+SSE_MODES: tuple[str, ...] = get_args(SSEMode)
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+ACLS: tuple[str, ...] = get_args(ACLName)
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
-MIN_PART_SIZE = 5 * 1024 * 1024
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -50,25 +62,24 @@ def parse_destination(text: str) -> DestinationURI:
     if text in {"noop", "noop://"}:
         return DestinationURI("noop")
     if not text.startswith("s3://"):
-        raise ConfigError(f"invalid destination {text!r}: expected s3://BUCKET[/PREFIX] or noop")
+        raise _bad_destination(text, "expected s3://BUCKET[/PREFIX] or noop")
     bucket, _, prefix = text.removeprefix("s3://").partition("/")
     if not bucket:
-        raise ConfigError(f"invalid destination {text!r}: no bucket name")
+        raise _bad_destination(text, "no bucket name")
     if not _BUCKET_RE.match(bucket) or ".." in bucket or _IP_RE.match(bucket):
-        raise ConfigError(
-            f"invalid destination {text!r}: {bucket!r} is not a valid S3 bucket name "
-            "(3-63 characters: lowercase letters, digits, '.' and '-')"
+        raise _bad_destination(
+            text,
+            f"{bucket!r} is not a valid S3 bucket name "
+            "(3-63 characters: lowercase letters, digits, '.' and '-')",
         )
     prefix = prefix.strip("/")
     if "//" in prefix:
-        raise ConfigError(f"invalid destination {text!r}: empty path segment in the prefix")
+        raise _bad_destination(text, "empty path segment in the prefix")
     return DestinationURI("s3", bucket, f"{prefix}/" if prefix else "")
 
 
-def minutes(value: float, option: str) -> float:
-    if value != value or value < 0 or value == float("inf"):  # noqa: PLR0124 - NaN check
-        raise ConfigError(f"invalid {option} {value!r}: must be a finite number >= 0 (minutes)")
-    return value
+def _bad_destination(text: str, reason: str) -> ConfigError:
+    return ConfigError(reason, option="destination", value=text, spelled="destination")
 
 
 @dataclass(frozen=True)
@@ -78,42 +89,31 @@ class S3Options:
     profile: str | None = None
     checksum: ChecksumName = "auto"
     no_clobber: bool = False
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    addressing_style: AddressingStyle = "auto"
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
     max_attempts: int = 5
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
-    engine: Literal["auto", "boto3", "obstore"] = "auto"
+    engine: EngineName = "auto"
     # Object options (README "S3 options").
     storage_class: str | None = None
-    sse: Literal["AES256", "aws:kms"] | None = None
+    sse: SSEMode | None = None
     sse_kms_key_id: str | None = None
-    acl: str | None = None
+    acl: ACLName | None = None
     content_type: str | None = None  # None: guessed from the file name
     metadata: tuple[tuple[str, str], ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
-    compress: Literal["gzip", "zstd"] | None = None
+    compress: Compression | None = None
 
     def __post_init__(self) -> None:
+        """Checks across options; each value alone was checked by its parser (options.py)."""
         if self.sse_kms_key_id and self.sse != "aws:kms":
-            raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
-        if self.storage_class is not None and not re.fullmatch(r"[A-Z_]+", self.storage_class):
             raise ConfigError(
-                f"invalid --storage-class {self.storage_class!r}: expected e.g. STANDARD_IA"
+                "needs --sse aws:kms", option="sse_kms_key_id", value=self.sse_kms_key_id
             )
-        for option, pairs in (("--metadata", self.metadata), ("--tag", self.tags)):
-            for key, _ in pairs:
-                if not key or not re.fullmatch(r"[A-Za-z0-9_.:/=+@ -]+", key):
-                    raise ConfigError(f"invalid {option} key {key!r}")
         if self.checksum in {"crc32c", "crc64nvme"} and self.engine == "boto3":
             _require_crt(self.checksum)
-
-
-ACLS = (
-    "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
-    "bucket-owner-read", "bucket-owner-full-control",
-)  # fmt: skip
 
 
 def _require_crt(checksum: str) -> None:
@@ -121,19 +121,10 @@ def _require_crt(checksum: str) -> None:
 
     if importlib.util.find_spec("awscrt") is None:
         raise ConfigError(
-            f"--checksum {checksum} with boto3 needs the awscrt package (pip install 'boto3[crt]')"
+            "with --engine boto3 needs the awscrt package (pip install 'boto3[crt]')",
+            option="checksum",
+            value=checksum,
         )
-
-
-def parse_pairs(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
-    """``("k=v", ...)`` -> ``(("k", "v"), ...)``; a value may itself contain ``=``."""
-    pairs: list[tuple[str, str]] = []
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"invalid {option} {value!r}: expected KEY=VALUE")
-        pairs.append((key, val))
-    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -151,17 +142,6 @@ class Config:
     verify_before_delete: bool = False
 
     def __post_init__(self) -> None:
-        minutes(self.hold_for, "--hold-for")
-        minutes(self.delete_after, "--delete-after")
+        # Each value was checked by its parser in options.py (ranges, sizes, templates).
         if not self.spool_dirs:
             raise ConfigError("no SPOOL_DIR given")
-        if not 1 <= self.concurrency <= 1024:  # noqa: PLR2004 - sanity bound
-            raise ConfigError(f"invalid --concurrency {self.concurrency}: must be 1..1024")
-        if self.s3.part_size < MIN_PART_SIZE:
-            raise ConfigError(f"invalid part size {self.s3.part_size}: S3's minimum is 5 MiB")
-        if self.s3.endpoint_url is not None and not re.match(
-            r"^https?://[^/\s]+", self.s3.endpoint_url
-        ):
-            raise ConfigError(
-                f"invalid --endpoint-url {self.s3.endpoint_url!r}: expected http(s)://HOST[:PORT]"
-            )

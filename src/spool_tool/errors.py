@@ -17,7 +17,41 @@ class SpoolToolError(Exception):
 
 
 class ConfigError(SpoolToolError):
-    """Bad command line, template, destination or option value (exit 2)."""
+    """Bad command line, template, destination or option value (exit 2).
+
+    Fields, never parsed back out of the message: ``reason`` (what is wrong), ``option`` (the
+    schema name, e.g. ``"part_size"``, when one option is at fault), ``value`` (as given),
+    ``where`` (``"FILE:LINE"`` or ``"FILE"`` when it comes from a config file) and ``spelled``
+    (how the user wrote the option: ``--part-size``, ``part_size``, ``SPOOL_TOOL_PART_SIZE``).
+    ``str()`` builds the one-line sentence, here and nowhere else.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        option: str | None = None,
+        value: object = None,
+        where: str | None = None,
+        spelled: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason, self.option, self.value = reason, option, value
+        self.where, self.spelled = where, spelled
+
+    def located(self, where: str | None, spelled: str | None) -> ConfigError:
+        """The same error, attributed to where the value came from."""
+        return ConfigError(
+            self.reason, option=self.option, value=self.value, where=where, spelled=spelled
+        )
+
+    def __str__(self) -> str:
+        text = self.reason
+        if self.option is not None:
+            subject = self.spelled or "--" + self.option.replace("_", "-")
+            shown = "" if self.value is None else f" {self.value!r}"
+            text = f"invalid {subject}{shown}: {self.reason}"
+        return text if self.where is None else f"{self.where}: {text}"
 
 
 class FileError(SpoolToolError):

@@ -1,0 +1,502 @@
+"""Every option of spool_tool, declared once.
+
+An :class:`Option` names everything about one setting: its parser (one function that accepts a
+command line or environment string *and* a native TOML value), default, help, group, scope
+(whole run or per ``[[spool]]``), environment variable and config-file key. From ``OPTIONS``
+come the click command (``cli.py``), ``SPOOL_TOOL_*`` handling (:func:`from_environment`),
+config-file validation (``configfile.py``), ``--help`` and the README table (checked by a test).
+
+Spellings: option ``hold_for`` is ``--hold-for`` on the command line, ``SPOOL_TOOL_HOLD_FOR``
+in the environment, and ``hold_for`` (or ``hold-for``) in a config file. Precedence, in
+:func:`merge`: defaults < file (globals, then the section) < environment < command line.
+
+A parser raises ``ValueError(reason)``; the reader of each source turns it into a
+``ConfigError`` that carries the option, the value and where it came from.
+"""
+
+# ruff: noqa: TRY004 - a parser reports every bad value, of any type, as ValueError(reason)
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from spool_tool.config import (
+    ACLS,
+    ADDRESSING_STYLES,
+    CHECKSUMS,
+    COMPRESSIONS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    ENGINES,
+    SSE_MODES,
+    parse_destination,
+)
+from spool_tool.errors import ConfigError
+from spool_tool.keys import KeyTemplate
+
+ENV_PREFIX = "SPOOL_TOOL_"
+# Test seams (crashpoints.py), not options: never warned about.
+TEST_SEAMS = frozenset({"SPOOL_TOOL_TESTING", "SPOOL_TOOL_CRASH_AT"})
+LOG_FORMATS = ("text", "json")
+MIN_PART_SIZE = 5 << 20
+
+
+class Group(Enum):
+    """Sections of ``--help`` and of the README option table, in this order."""
+
+    SPOOL = "Spool and upload"
+    S3 = "S3 object options"
+    DAEMON = "Daemon"
+    OBSERVABILITY = "Observability"
+    CONFIGURATION = "Configuration"
+
+
+class Scope(Enum):
+    RUN = "global"  # the whole run: command line, environment, config file's global part
+    SPOOL = "per [[spool]]"  # also a default in the global part, overridden per [[spool]]
+    SECTION = "[[spool]] only"  # dirs: each job names its own
+    COMMAND = "command line"  # --config, --status: no config-file key
+
+
+class Style(Enum):
+    """How the option appears on the command line."""
+
+    VALUE = "value"
+    FLAG = "flag"
+    COUNT = "count"
+    MULTIPLE = "multiple"  # repeatable KEY=VALUE
+    POSITIONAL = "positional"  # SPOOL_DIR... DESTINATION
+
+
+Parser = Callable[[object], object]
+
+
+# --- parsers: each accepts a CLI/env string or a native TOML value ---------------------------
+
+
+def _describe(value: object) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    return kinds.get(type(value), "a table" if isinstance(value, dict) else "an array")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    raise ValueError(f"expected a number, got {_describe(value)}")
+
+
+def minutes(value: object) -> float:
+    number = _number(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a finite number >= 0 (minutes)")
+    return number
+
+
+def seconds(value: object) -> float:
+    number = _number(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a number of seconds > 0")
+    return number
+
+
+def integer(low: int, high: int | None = None) -> Parser:
+    def parse(value: object) -> int:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {_describe(value)}")
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be {low}..{high}" if high is not None else f"must be >= {low}")
+        return value
+
+    return parse
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def size(minimum: int = 0) -> Parser:
+    """``8388608``, ``"8MiB"``, ``"8M"``, ``"512KiB"`` -> bytes (binary units)."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+            unit = (match.group(2) or "b").lower()[:1]
+            number = int(match.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+        else:
+            raise ValueError("expected bytes or a size like 8MiB")
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum >> 20} MiB (S3's minimum part size)")
+        return number
+
+    return parse
+
+
+def text(pattern: str | None = None, expected: str = "") -> Parser:
+    """A string; empty means unset (``None``)."""
+
+    def parse(value: object) -> str | None:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {_describe(value)}")
+        if pattern is not None and value and not re.fullmatch(pattern, value):
+            raise ValueError(f"expected {expected}")
+        return value or None
+
+    return parse
+
+
+def choice(choices: tuple[str, ...]) -> Parser:
+    def parse(value: object) -> str | None:
+        if value == "" and "" not in choices:
+            return None
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError("expected true or false")
+
+
+def count(value: object) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    return integer(0)(value)  # type: ignore[return-value]  # integer() returns an int
+
+
+_PAIR_KEY = re.compile(r"[A-Za-z0-9_.:/=+@ -]+")
+
+
+def pairs(value: object) -> tuple[tuple[str, str], ...]:
+    """A TOML table of strings, repeated ``KEY=VALUE`` arguments, or (environment) such pairs
+    separated by spaces -> ``(("k", "v"), ...)``; a value may itself contain ``=``."""
+    if isinstance(value, dict):
+        if not all(isinstance(v, str) for v in value.values()):
+            raise ValueError('expected a table of strings (e.g. { key = "value" })')
+        items = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str | list | tuple):
+        words = value.split() if isinstance(value, str) else value
+        items = []
+        for word in words:
+            key, sep, val = str(word).partition("=")
+            if not sep:
+                raise ValueError("expected KEY=VALUE")
+            items.append((key, val))
+    else:
+        raise ValueError('expected a table of strings (e.g. { key = "value" })')
+    for key, _ in items:
+        if not _PAIR_KEY.fullmatch(key):
+            raise ValueError(f"invalid key {key!r}")
+    return tuple(items)
+
+
+def template(value: object) -> KeyTemplate:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    try:
+        return KeyTemplate.parse(value)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
+
+
+def textfile(value: object) -> Path | None:
+    """A file to write, in a directory that exists."""
+    name = text()(value)
+    if name is None:
+        return None
+    path = Path(str(name))
+    if not path.parent.is_dir():
+        raise ValueError(f"directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def directories(value: object) -> tuple[Path, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("expected a non-empty list of directory paths (strings)")
+    if not all(isinstance(item, str) and item for item in value):
+        raise ValueError("expected a non-empty list of directory paths (strings)")
+    return tuple(Path(item) for item in value)
+
+
+def destination(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    try:
+        return parse_destination(value)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Parser
+    help: str
+    group: Group
+    scope: Scope = Scope.SPOOL
+    default: object = None
+    doc_default: str = ""  # the default as --help and the README show it
+    metavar: str | None = None
+    style: Style = Style.VALUE
+    choices: tuple[str, ...] = ()
+    target: str | None = "config"  # "config", "s3" or "app": the frozen value it goes to
+    field: str | None = None  # its field there (default: name)
+    short: tuple[str, ...] = ()
+    key_aliases: tuple[str, ...] = ()  # further config-file keys ("tags")
+    env_aliases: tuple[str, ...] = ()  # deprecated spellings, honoured with a warning
+    invert: bool = False  # --no-upload sets Config.upload = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def in_file(self) -> bool:
+        return self.scope is not Scope.COMMAND
+
+    @property
+    def in_environment(self) -> bool:
+        return self.style is not Style.POSITIONAL
+
+    def default_value(self) -> object:
+        return self.default() if callable(self.default) else self.default
+
+
+def _checksum_default() -> str:
+    # botocore's own switch: stores that reject the newer checksum headers set this.
+    if os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").lower() == "when_required":
+        return "off"
+    return "auto"
+
+
+def _choices(name: str, choices: tuple[str, ...], help_: str, group: Group, **kw: object) -> Option:
+    return Option(
+        name,
+        choice(choices),
+        help_,
+        group,
+        choices=choices,
+        metavar="|".join(choices),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+G, S3, D, OBS, C = Group.SPOOL, Group.S3, Group.DAEMON, Group.OBSERVABILITY, Group.CONFIGURATION
+OPTIONS: tuple[Option, ...] = (
+    Option("dirs", directories, "Spool directories.", G, Scope.SECTION, style=Style.POSITIONAL,
+           target="config", field="spool_dirs"),
+    Option("destination", destination, "s3://BUCKET[/PREFIX] or noop.", G,
+           style=Style.POSITIONAL),
+    Option("hold_for", minutes, "Upload a file only once it is unmodified for this long.", G,
+           default=0.0, doc_default="0", metavar="MINUTES"),
+    Option("delete_after", minutes, "Cleanup deletes completed files older than this "
+           "(0 deletes all).", G, default=60.0, doc_default="60", metavar="MINUTES"),
+    Option("format", template, "Object key template relative to the destination prefix.", G,
+           default=KeyTemplate.parse("{fname}"), doc_default="{fname}", metavar="TEMPLATE",
+           field="template", env_aliases=("SPOOL_TOOL_TEMPLATE",)),
+    Option("dry_run", flag, "Print what would be uploaded/deleted; change nothing.", G,
+           default=False, style=Style.FLAG),
+    Option("no_upload", flag, "Skip the upload phase.", G, default=False, style=Style.FLAG,
+           field="upload", invert=True),
+    Option("no_cleanup", flag, "Skip the cleanup phase.", G, default=False, style=Style.FLAG,
+           field="cleanup", invert=True),
+    Option("concurrency", integer(1, 1024), "Uploads in flight at once, shared by all spools.",
+           G, Scope.RUN, default=DEFAULT_CONCURRENCY, doc_default=str(DEFAULT_CONCURRENCY),
+           metavar="N"),
+    Option("endpoint_url", text(r"https?://[^/\s]+.*", "http(s)://HOST[:PORT]"),
+           "S3-compatible endpoint (MinIO, Ceph, R2...).", G, metavar="URL", target="s3",
+           doc_default="AWS"),
+    Option("region", text(), "AWS region.", G, metavar="REGION", target="s3",
+           doc_default="boto3's configuration"),
+    Option("profile", text(), "AWS shared-config profile.", G, metavar="PROFILE", target="s3",
+           doc_default="boto3's default chain"),
+    _choices("checksum", CHECKSUMS, "Integrity checksum S3 verifies. auto: CRC64NVME on "
+             "fast-path PUTs, CRC32 on boto3 requests; 'off' sends Content-MD5 instead.", G,
+             default=_checksum_default, doc_default="auto", target="s3"),
+    Option("no_clobber", flag, "Never replace an existing object (If-None-Match: *).", G,
+           default=False, style=Style.FLAG, target="s3"),
+    _choices("addressing_style", ADDRESSING_STYLES, "S3 bucket addressing style.", G,
+             default="auto", doc_default="auto", target="s3"),
+    Option("multipart_threshold", size(), "Files this large use multipart upload.", G,
+           default=DEFAULT_MULTIPART_THRESHOLD, doc_default="16MiB", metavar="SIZE", target="s3"),
+    Option("part_size", size(MIN_PART_SIZE), "Multipart part size (>= 5MiB).", G,
+           default=DEFAULT_PART_SIZE, doc_default="16MiB", metavar="SIZE", target="s3"),
+    Option("max_attempts", integer(1), "Attempts per S3 request (botocore standard retries).",
+           G, default=5, doc_default="5", metavar="N", target="s3"),
+    Option("connect_timeout", seconds, "Seconds to wait for a connection to S3.", G,
+           default=10.0, doc_default="10", metavar="SECONDS", target="s3"),
+    Option("read_timeout", seconds, "Seconds to wait for S3 to answer a request.", G,
+           default=60.0, doc_default="60", metavar="SECONDS", target="s3"),
+    _choices("engine", ENGINES, "Data path for single PUTs: obstore (fast, native) where the "
+             "options allow, or boto3.", G, default="auto", doc_default="auto", target="s3"),
+    Option("storage_class", text(r"[A-Z_]+", "e.g. STANDARD_IA"), "S3 storage class.", S3,
+           metavar="CLASS", target="s3", doc_default="bucket default"),
+    _choices("sse", SSE_MODES, "Server-side encryption.", S3, target="s3",
+             doc_default="bucket default"),
+    Option("sse_kms_key_id", text(), "KMS key for --sse aws:kms.", S3, metavar="KEY",
+           target="s3", doc_default="bucket default"),
+    _choices("acl", ACLS, "Canned ACL for every object.", S3, target="s3", doc_default="none"),
+    Option("content_type", text(), "Content-Type of every object.", S3,
+           metavar="TYPE", target="s3", doc_default="guessed from the file name's extension"),
+    Option("metadata", pairs, "User metadata (repeatable).", S3, default=(),
+           metavar="KEY=VALUE", style=Style.MULTIPLE, target="s3", doc_default="none"),
+    Option("tag", pairs, "Object tag (repeatable).", S3, default=(), metavar="KEY=VALUE",
+           style=Style.MULTIPLE, target="s3", field="tags", key_aliases=("tags",),
+           doc_default="none"),
+    _choices("compress", COMPRESSIONS, "Compress before upload; adds .gz/.zst to the key and "
+             "sets Content-Encoding.", S3, target="s3", doc_default="off"),
+    Option("verify_before_delete", flag, "Cleanup HEADs each object (size, checksum) and keeps "
+           "files that no longer match.", S3, default=False, style=Style.FLAG),
+    Option("watch", flag, "Run as a daemon: upload files as they land.", D, Scope.RUN,
+           default=False, style=Style.FLAG, target="app"),
+    Option("interval", seconds, "--watch: periodic rescan and cleanup interval.", D, Scope.RUN,
+           default=30.0, doc_default="30", metavar="SECONDS", target="app"),
+    Option("metrics_file", textfile, "Write a Prometheus textfile after each run.", OBS,
+           Scope.RUN, metavar="PATH", target="app", doc_default="off"),
+    Option("metrics_port", integer(0, 65535), "--watch: serve /metrics on PORT.", OBS, Scope.RUN,
+           metavar="PORT", target="app", doc_default="off"),
+    Option("metrics_address", text(), "Address for --metrics-port.", OBS, Scope.RUN,
+           default="127.0.0.1", doc_default="127.0.0.1", metavar="ADDR", target="app"),
+    Option("verbose", count, "More output (-v: debug).", OBS, Scope.RUN, default=0,
+           style=Style.COUNT, short=("-v",), target=None, doc_default="info"),
+    Option("quiet", count, "Less output (-q: warnings, -qq: errors).", OBS, Scope.RUN, default=0,
+           style=Style.COUNT, short=("-q",), target=None, doc_default="info"),
+    _choices("log_format", LOG_FORMATS, "Log line format on stderr.", OBS, scope=Scope.RUN,
+             default="text", doc_default="text", target="app"),
+    Option("status", flag, "Show each SPOOL_DIR's backlog (no DESTINATION); change nothing.", C,
+           Scope.COMMAND, default=False, style=Style.FLAG, target=None),
+    Option("config", text(), "Several spool jobs with their own settings "
+           "(contrib/spool_tool.example.toml).", C, Scope.COMMAND, metavar="FILE.toml",
+           target=None, doc_default="none"),
+)  # fmt: skip
+BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+# Config-file keys -> option (dashed spellings are normalised by configfile before lookup).
+BY_KEY: dict[str, Option] = {
+    key: option
+    for option in OPTIONS
+    if option.in_file
+    for key in (option.name, *option.key_aliases)
+}
+BY_ENV: dict[str, Option] = {
+    env: option
+    for option in OPTIONS
+    if option.in_environment
+    for env in (option.env, *option.env_aliases)
+}
+
+
+# --- values and where they came from ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A parsed value and how the user gave it (``spelled`` is None for a default)."""
+
+    value: object
+    spelled: str | None = None  # "--hold-for", "SPOOL_TOOL_HOLD_FOR", "hold-for"
+    where: str | None = None  # "FILE:LINE" for a config-file value
+
+
+Layer = Mapping[str, Setting]
+
+
+def parse_setting(option: Option, raw: object, spelled: str, where: str | None = None) -> Setting:
+    """``raw`` parsed by ``option``'s parser; a bad value is a ConfigError naming its source."""
+    try:
+        value = option.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            str(exc), option=option.name, value=raw, where=where, spelled=spelled
+        ) from None
+    return Setting(value, spelled, where)
+
+
+def merge(*layers: Layer) -> dict[str, Setting]:
+    """The one precedence order: defaults < each layer in turn. Callers pass the file's
+    global part, then its ``[[spool]]`` section, then the environment, then the command line."""
+    merged = {
+        o.name: Setting(o.default_value()) for o in OPTIONS if o.style is not Style.POSITIONAL
+    }
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def locate(exc: ConfigError, merged: Layer) -> ConfigError:
+    """An error raised while building values, attributed to where its option was set."""
+    setting = merged.get(exc.option or "")
+    if setting is None or exc.where is not None or setting.spelled is None:
+        return exc
+    return exc.located(setting.where, setting.spelled)
+
+
+def fields(merged: Layer, target: str) -> dict[str, object]:
+    """Keyword arguments for the frozen value ``target`` ("config", "s3", "app")."""
+    return {
+        option.field or option.name: (
+            not merged[option.name].value if option.invert else merged[option.name].value
+        )
+        for option in OPTIONS
+        if option.target == target and option.name in merged
+    }
+
+
+def from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Setting], list[str]]:
+    """``SPOOL_TOOL_*`` settings, and one warning per unknown or deprecated variable."""
+    layer: dict[str, Setting] = {}
+    warnings: list[str] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in TEST_SEAMS:
+            continue
+        option = BY_ENV.get(name)
+        if option is None:
+            warnings.append(_unknown_variable(name))
+            continue
+        if name != option.env:
+            warnings.append(f"{name} is a deprecated spelling of {option.env}")
+            if option.env in environ:
+                continue  # the current spelling wins
+        layer[option.name] = parse_setting(option, environ[name], name)
+    return layer, warnings
+
+
+def _unknown_variable(name: str) -> str:
+    close = difflib.get_close_matches(name, [o.env for o in OPTIONS if o.in_environment], n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown environment variable {name} ignored{hint}"
+
+
+def suggest_key(key: str, keys: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(keys), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
