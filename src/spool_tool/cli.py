@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Self
@@ -104,20 +105,7 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
     from spool_tool import app  # noqa: PLC0415 - keep --help and usage errors fast
 
     cli = _command_line(click.get_current_context())
-    env, warnings = from_environment(os.environ)
-    run = merge(env, cli)
-    jobs: list[dict[str, Setting]] = []
-    if run["config"].value is not None:
-        if paths and not run["status"].value:
-            raise ConfigError("with --config, the spool dirs and destinations are in the file")
-        from spool_tool.configfile import load_config_file  # noqa: PLC0415
-
-        loaded = load_config_file(Path(_value(run, "config")))
-        # defaults < file (globals, then the section) < environment < command line
-        jobs = [merge(loaded.globals, section.values, env, cli) for section in loaded.spools]
-        run = merge(loaded.globals, env, cli)
-    elif not run["status"].value:
-        jobs = [merge(env, cli, _positional(paths))]
+    run, jobs, warnings = resolve(paths, cli, os.environ)
     writer = LogWriter(fmt=_value(run, "log_format"), level=_level(run))
     for warning in warnings:
         writer.write(logging.WARNING, "config", warning)
@@ -153,6 +141,30 @@ command = GroupedCommand(
 click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")(
     command
 )
+
+
+def resolve(
+    paths: tuple[str, ...], cli: Layer, environ: Mapping[str, str]
+) -> tuple[dict[str, Setting], list[dict[str, Setting]], list[str]]:
+    """The run's settings, each job's settings, and warnings about the environment.
+
+    Precedence: defaults < config file (globals, then the section) < environment < command
+    line; the run's own settings come from the file's global part.
+    """
+    env, warnings = from_environment(environ)
+    run = merge(env, cli)
+    jobs: list[dict[str, Setting]] = []
+    if run["config"].value is not None:
+        if paths and not run["status"].value:
+            raise ConfigError("with --config, the spool dirs and destinations are in the file")
+        from spool_tool.configfile import load_config_file  # noqa: PLC0415
+
+        loaded = load_config_file(Path(_value(run, "config")))
+        jobs = [merge(loaded.globals, section.values, env, cli) for section in loaded.spools]
+        run = merge(loaded.globals, env, cli)
+    elif not run["status"].value:
+        jobs = [merge(env, cli, _positional(paths))]
+    return run, jobs, warnings
 
 
 def _command_line(ctx: click.Context) -> dict[str, Setting]:

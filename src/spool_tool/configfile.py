@@ -201,7 +201,7 @@ def _statements(text: str) -> list[tuple[int, bool, tuple[str, ...]]]:
         if stripped and not stripped.startswith("#") and _is_document(text[:offset]):
             starts.append((number, offset))
         offset += len(raw)
-    ends = [start for _, start in starts[1:]] + [len(text)]
+    ends = [*(start for _, start in starts[1:]), len(text)][: len(starts)]
     statements = []
     for (line, start), end in zip(starts, ends, strict=True):
         chunk = text[start:end]
