@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from spool_tool.cli import build_app_options, build_config, resolve
 from spool_tool.configfile import ConfigFile, SpoolSection, load_config_file
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
-from spool_tool.options import OPTIONS, Scope, Setting
+from spool_tool.options import OPTIONS, Option, Scope, Setting, Style
 
 FULL = """\
 # global defaults
@@ -446,3 +449,137 @@ def test_every_key_rejects_a_value_of_the_wrong_type(tmp_path: Path) -> None:
         path, message = load_error(tmp_path, text)
         line = line_of_text(text, f"{option.name} = ")
         assert message.startswith(f"{path}:{line}: invalid {option.name} {{'x': 1}}: "), message
+
+
+# --- every option through the file, and errors found after parsing -----------------------------
+
+# One value per option: (TOML literal, environment string, what reaches Config/S3Options/App).
+SAMPLES: dict[str, tuple[str, str, object]] = {
+    "hold_for": ("2.5", "2.5", 2.5),
+    "delete_after": ("120", "120", 120.0),
+    "format": ('"x/{fname}"', "x/{fname}", KeyTemplate.parse("x/{fname}")),
+    "dry_run": ("true", "1", True),
+    "no_upload": ("true", "yes", False),  # Config.upload
+    "no_cleanup": ("true", "true", False),  # Config.cleanup
+    "concurrency": ("8", "8", 8),
+    "endpoint_url": ('"http://127.0.0.1:9000"', "http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+    "region": ('"eu-west-1"', "eu-west-1", "eu-west-1"),
+    "profile": ('"ingest"', "ingest", "ingest"),
+    "checksum": ('"sha256"', "sha256", "sha256"),
+    "no_clobber": ("true", "on", True),
+    "addressing_style": ('"path"', "path", "path"),
+    "multipart_threshold": ('"8MiB"', "8MiB", 8 << 20),
+    "part_size": ("6291456", "6MiB", 6 << 20),
+    "max_attempts": ("3", "3", 3),
+    "connect_timeout": ("2.5", "2.5", 2.5),
+    "read_timeout": ("30", "30", 30.0),
+    "engine": ('"boto3"', "boto3", "boto3"),
+    "storage_class": ('"STANDARD_IA"', "STANDARD_IA", "STANDARD_IA"),
+    "sse": ('"AES256"', "AES256", "AES256"),
+    "sse_kms_key_id": ('"alias/k"', "alias/k", "alias/k"),
+    "acl": ('"private"', "private", "private"),
+    "content_type": ('"application/json"', "application/json", "application/json"),
+    "metadata": ('{ a = "1", b = "x=y" }', "a=1 b=x=y", (("a", "1"), ("b", "x=y"))),
+    "tag": ('{ r = "30d" }', "r=30d", (("r", "30d"),)),
+    "compress": ('"zstd"', "zstd", "zstd"),
+    "verify_before_delete": ("true", "1", True),
+    "watch": ("true", "1", True),
+    "interval": ("5", "5", 5.0),
+    "metrics_file": ('"/tmp/spool_tool_test.prom"', "/tmp/spool_tool_test.prom",
+                     Path("/tmp/spool_tool_test.prom")),  # fmt: skip
+    "metrics_port": ("9817", "9817", 9817),
+    "metrics_address": ('"0.0.0.0"', "0.0.0.0", "0.0.0.0"),
+    "verbose": ("2", "2", logging.DEBUG),  # AppOptions.level
+    "quiet": ("2", "2", logging.ERROR),
+    "log_format": ('"json"', "json", "json"),
+}
+# Options that only make sense with another one.
+COMPANIONS = {"sse_kms_key_id": {"sse": ('"aws:kms"', "aws:kms")}, "metrics_port": {"watch": ("true", "1")}}  # fmt: skip
+SETTABLE = [o for o in OPTIONS if o.in_file and o.style is not Style.POSITIONAL]
+
+
+def test_samples_cover_every_option() -> None:
+    assert set(SAMPLES) == {o.name for o in SETTABLE}
+
+
+def reached(option: Option, run: dict[str, Setting], job: dict[str, Setting]) -> object:
+    """The value ``option`` gave the frozen Config, S3Options or AppOptions."""
+    app = build_app_options(run)
+    config = build_config(job)
+    if option.name in {"verbose", "quiet"}:
+        return app.level
+    holder = {"app": app, "s3": config.s3, "config": config}[option.target or ""]
+    return getattr(holder, option.field or option.name)
+
+
+def resolve_file(path: Path, environ: dict[str, str] | None = None) -> tuple[Any, Any]:
+    run, jobs, _ = resolve((), {"config": Setting(str(path), "--config")}, environ or {})
+    return run, jobs
+
+
+@pytest.mark.parametrize("option", SETTABLE, ids=lambda o: o.name)
+@pytest.mark.parametrize("place", ["global", "spool"])
+def test_every_option_works_as_a_config_key(tmp_path: Path, option: Option, place: str) -> None:
+    if place == "spool" and option.scope is Scope.RUN:
+        pytest.skip("a whole-run option: rejected in [[spool]] (tested above)")
+    toml, _, expected = SAMPLES[option.name]
+    lines = [f"{name} = {value}" for name, (value, _) in COMPANIONS.get(option.name, {}).items()]
+    key = f"{option.name} = {toml}"
+    head, spool = ([key], []) if place == "global" else ([], [key])
+    text = "\n".join([*lines, *head, "[[spool]]", 'dirs = ["/s"]', 'destination = "noop"', *spool])
+    run, (job,) = resolve_file(write(tmp_path, text + "\n"))
+    assert reached(option, run, job) == expected
+    assert job[option.name].where == f"{tmp_path / 'spool_tool.toml'}:{line_of_text(text, key)}"
+
+
+def test_dashed_spelling_and_tags_alias_are_accepted(tmp_path: Path) -> None:
+    text = 'read-timeout = 7\n[[spool]]\ndirs = ["/s"]\ndestination = "noop"\ntags = { a = "b" }\n'
+    run, (job,) = resolve_file(write(tmp_path, text))
+    config = build_config(job)
+    assert config.s3.read_timeout == 7.0
+    assert config.s3.tags == (("a", "b"),)
+
+
+BASE = '[[spool]]\ndirs = ["/s"]\ndestination = "noop"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "reason"),
+    [
+        (BASE + 'part_size = "1MiB"\n', "part_size", "must be at least 5 MiB"),
+        (BASE + 'multipart_threshold = "lots"\n', "multipart_threshold", "expected bytes"),
+        ("interval = 0\n" + BASE, "interval", "must be a number of seconds > 0"),
+        ("metrics_port = 70000\nwatch = true\n" + BASE, "metrics_port", "must be 0..65535"),
+        ("metrics_port = 9817\n" + BASE, "metrics_port", "only in daemon mode"),
+        ('metrics_file = "/no/such/dir/m.prom"\n' + BASE, "metrics_file", "does not exist"),
+        (BASE + 'checksum = "md5"\n', "checksum", "must be one of"),
+        (BASE + "hold_for = -1\n", "hold_for", "must be a finite number >= 0"),
+        ("concurrency = 0\n" + BASE, "concurrency", "must be 1..1024"),
+        (BASE + 'format = "{nope}"\n', "format", "unknown"),
+        (BASE + 'endpoint_url = "ftp://x"\n', "endpoint_url", "expected http(s)://HOST"),
+        (BASE + 'sse_kms_key_id = "k"\n', "sse_kms_key_id", "needs --sse aws:kms"),
+        (BASE + "connect_timeout = 0\n", "connect_timeout", "> 0"),
+        (BASE + 'storage_class = "cold"\n', "storage_class", "STANDARD_IA"),
+        (BASE.replace('"noop"', '"s3://B/"'), "destination", "not a valid S3 bucket name"),
+        (BASE + 'metadata = { "bad\\nkey" = "v" }\n', "metadata", "invalid key"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v.isidentifier() else None,
+)
+def test_bad_values_name_the_line_of_their_key(
+    tmp_path: Path, text: str, needle: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        run, jobs = resolve_file(path)
+        build_app_options(run)
+        [build_config(job) for job in jobs]
+    error = info.value
+    assert error.where == f"{path}:{line_of_text(text, needle + ' =')}", str(error)
+    assert error.option == needle
+    assert reason in error.reason
+    assert str(error).startswith(f"{path}:{line_of_text(text, needle + ' =')}: invalid {needle}")
+
+
+def test_command_line_only_options_are_not_keys(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, "status = true\n" + BASE)
+    assert message == f"{path}:1: 'status' is a command line option, not a config-file key"
