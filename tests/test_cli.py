@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -10,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from spool_tool import __version__
-from spool_tool.cli import main
+from spool_tool.cli import ExitStatus, build_config, main, resolve
 from spool_tool.journal import Journal
+from spool_tool.keys import TOKENS
+from spool_tool.options import BY_NAME, OPTIONS, Group, Option, Scope, Style, parse_setting
 from tests.helpers import assert_one_line_error, make_files, run_cli, snapshot
+from tests.test_configfile import COMPANIONS, SAMPLES, reached
 
 
 @pytest.fixture
@@ -285,3 +290,163 @@ def test_json_log_lines_are_objects(spool: Path) -> None:
     assert all(r["bytes"] == 64 and r["uri"].startswith("noop://") for r in uploaded)
     assert records[-1]["event"] == "summary"
     assert records[-1]["uploaded"] == 2
+
+
+# --- the option schema: environment, help, README ---------------------------------------------
+
+ENV_SETTABLE = [o for o in OPTIONS if o.in_environment and o.scope is not Scope.COMMAND]
+
+
+@pytest.mark.parametrize("option", ENV_SETTABLE, ids=lambda o: o.env)
+def test_every_option_works_as_an_environment_variable(option: Option) -> None:
+    _, env_text, expected = SAMPLES[option.name]
+    environ = {option.env: env_text}
+    environ |= {BY_NAME[n].env: value for n, (_, value) in COMPANIONS.get(option.name, {}).items()}
+    run, (job,), warnings = resolve(("/s", "noop"), {}, environ)
+    assert warnings == []
+    assert reached(option, run, job) == expected
+    assert job[option.name].spelled == option.env
+
+
+def test_command_line_beats_environment_beats_default() -> None:
+    hold = BY_NAME["hold_for"]
+    cli = {"hold_for": parse_setting(hold, "3", "--hold-for")}
+    _, (job,), _ = resolve(("/s", "noop"), cli, {"SPOOL_TOOL_HOLD_FOR": "2"})
+    assert job["hold_for"].value == 3.0
+    _, (job,), _ = resolve(("/s", "noop"), {}, {"SPOOL_TOOL_HOLD_FOR": "2"})
+    assert job["hold_for"].value == 2.0
+    _, (job,), _ = resolve(("/s", "noop"), {}, {})
+    assert job["hold_for"].value == 0.0
+
+
+def test_unknown_environment_variable_is_warned_about(spool: Path) -> None:
+    make_files(spool / "new", 1)
+    result = run_cli(
+        "--dry-run",
+        spool,
+        "noop",
+        env={"SPOOL_TOOL_HOLDFOR": "5", "SPOOL_TOOL_TESTING": "1", "SPOOL_TOOL_CRASH_AT": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "environment variable" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "SPOOL_TOOL_HOLDFOR" in warnings[0]
+    assert "did you mean SPOOL_TOOL_HOLD_FOR?" in warnings[0]
+    assert "SPOOL_TOOL_TESTING" not in result.stderr
+    assert "SPOOL_TOOL_CRASH_AT" not in result.stderr
+
+
+def test_spool_tool_template_is_a_deprecated_spelling_of_format(spool: Path) -> None:
+    make_files(spool / "new", 1)
+    result = run_cli("--dry-run", spool, "s3://bucket", env={"SPOOL_TOOL_TEMPLATE": "t/{fname}"})
+    assert result.returncode == 0, result.stderr
+    assert "s3://bucket/t/f00000.dat" in result.stdout
+    assert "SPOOL_TOOL_TEMPLATE is a deprecated spelling of SPOOL_TOOL_FORMAT" in result.stderr
+    result = run_cli(
+        "--dry-run",
+        spool,
+        "s3://bucket",
+        env={"SPOOL_TOOL_TEMPLATE": "t/{fname}", "SPOOL_TOOL_FORMAT": "f/{fname}"},
+    )
+    assert "s3://bucket/f/f00000.dat" in result.stdout
+
+
+def test_bad_environment_value_names_the_variable(spool: Path) -> None:
+    result = run_cli(spool, "noop", env={"SPOOL_TOOL_PART_SIZE": "1MiB"})
+    assert result.returncode == 2
+    assert "invalid SPOOL_TOOL_PART_SIZE '1MiB': must be at least 5 MiB" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--connect-timeout", "0"], "invalid --connect-timeout '0': must be a number of seconds"),
+        (["--read-timeout", "-1"], "invalid --read-timeout '-1': must be a number of seconds"),
+        (["--interval", "0"], "invalid --interval '0'"),
+        (["--metrics-port", "9817"], "invalid --metrics-port 9817: serves /metrics only in"),
+    ],
+)
+def test_bad_values_name_the_option(spool: Path, args: list[str], message: str) -> None:
+    result = run_cli(*args, spool, "noop")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert_one_line_error(result.stderr)
+
+
+def test_timeouts_reach_the_s3_options() -> None:
+    cli = {
+        "connect_timeout": parse_setting(BY_NAME["connect_timeout"], "3", "--connect-timeout"),
+        "read_timeout": parse_setting(BY_NAME["read_timeout"], "4.5", "--read-timeout"),
+    }
+    _, (job,), _ = resolve(("/s", "noop"), cli, {})
+    assert (build_config(job).s3.connect_timeout, build_config(job).s3.read_timeout) == (3, 4.5)
+    _, (job,), _ = resolve(("/s", "noop"), {}, {})
+    assert (build_config(job).s3.connect_timeout, build_config(job).s3.read_timeout) == (10, 60)
+
+
+def test_status_with_config_uses_each_spools_hold_for(tmp_path: Path) -> None:
+    young, old = tmp_path / "young", tmp_path / "old"
+    for spool_dir in (young, old):
+        make_files(spool_dir / "new", 1)
+        past = time.time() - 120  # two minutes old
+        os.utime(spool_dir / "new" / "f00000.dat", (past, past))
+    config = tmp_path / "spool_tool.toml"
+    config.write_text(
+        f'hold_for = 1\n[[spool]]\ndirs = ["{young}"]\ndestination = "noop"\nhold_for = 5\n'
+        f'[[spool]]\ndirs = ["{old}"]\ndestination = "noop"\n'
+    )
+    result = run_cli("--status", "--config", config, "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    eligible = {s["spool_dir"]: s["eligible_now"] for s in json.loads(result.stdout)["spools"]}
+    assert eligible == {str(young): 0, str(old): 1}
+
+
+def test_help_is_grouped_and_lists_tokens_and_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    headings = [f"{group.value}:" for group in Group]
+    positions = [out.index(f"\n{heading}\n") for heading in headings]
+    assert positions == sorted(positions)
+    parts = re.split("|".join(map(re.escape, headings)), out)[1:]
+    sections = dict(zip(headings, parts, strict=True))
+    for option in OPTIONS:
+        if option.style is not Style.POSITIONAL:
+            assert option.flag in sections[f"{option.group.value}:"], option.name
+    assert " ".join("{" + token + "}" for token in TOKENS[:4]) in out
+    assert "{hostname}" in out
+    for status in ExitStatus:
+        assert re.search(rf"^  {status.value} +{re.escape(status.meaning[:20])}", out, re.MULTILINE)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_option_rows() -> list[tuple[str, str]]:
+    """(option cell, default cell) of each row of the README's command line option table."""
+    text = README.read_text(encoding="utf-8")
+    table = text.split("| option | meaning | default |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows.append((cells[0], cells[2]))
+    return rows
+
+
+def test_readme_option_table_matches_the_schema() -> None:
+    rows = readme_option_rows()
+    flag_re = re.compile(r"(?<![\w-])--?[a-z][a-z-]*")
+    documented = {flag for cell, _ in rows for flag in flag_re.findall(cell)}
+    schema = {o.flag for o in OPTIONS if o.style is not Style.POSITIONAL}
+    schema |= {short for o in OPTIONS for short in o.short} | {"--version", "-h", "--help"}
+    assert documented == schema
+    for cell, default in rows:
+        flags = re.findall(r"`(--[a-z-]+)", cell)
+        option = next((o for o in OPTIONS if flags and o.flag == flags[0]), None)
+        if option is None or option.style is Style.FLAG or len(flags) > 1:
+            continue  # a flag is off unless given; a shared row documents two defaults
+        shown = re.match(r"`([^`]*)`", default)
+        assert (shown.group(1) if shown else default) == option.doc_default, option.name
+        if option.choices and "\\|" in cell:  # the listed choices are the schema's
+            assert cell == f"`{option.flag} {option.metavar}`".replace("|", "\\|")

@@ -291,7 +291,7 @@ SPOOL = '[[spool]]\ndirs = ["/s"]\ndestination = "s3://bucket/"\n'
             id="dirs-empty",
         ),
         pytest.param(
-            SPOOL + 'metadata = 3\n',
+            SPOOL + "metadata = 3\n",
             4,
             r"^invalid metadata 3: expected a table of strings",
             id="metadata-string",
@@ -485,8 +485,7 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "verify_before_delete": ("true", "1", True),
     "watch": ("true", "1", True),
     "interval": ("5", "5", 5.0),
-    "metrics_file": ('"/tmp/spool_tool_test.prom"', "/tmp/spool_tool_test.prom",
-                     Path("/tmp/spool_tool_test.prom")),  # fmt: skip
+    "metrics_file": ('"/tmp/x.prom"', "/tmp/x.prom", Path("/tmp/x.prom")),
     "metrics_port": ("9817", "9817", 9817),
     "metrics_address": ('"0.0.0.0"', "0.0.0.0", "0.0.0.0"),
     "verbose": ("2", "2", logging.DEBUG),  # AppOptions.level
@@ -494,7 +493,10 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "log_format": ('"json"', "json", "json"),
 }
 # Options that only make sense with another one.
-COMPANIONS = {"sse_kms_key_id": {"sse": ('"aws:kms"', "aws:kms")}, "metrics_port": {"watch": ("true", "1")}}  # fmt: skip
+COMPANIONS = {
+    "sse_kms_key_id": {"sse": ('"aws:kms"', "aws:kms")},
+    "metrics_port": {"watch": ("true", "1")},
+}
 SETTABLE = [o for o in OPTIONS if o.in_file and o.style is not Style.POSITIONAL]
 
 
@@ -517,11 +519,16 @@ def resolve_file(path: Path, environ: dict[str, str] | None = None) -> tuple[Any
     return run, jobs
 
 
-@pytest.mark.parametrize("option", SETTABLE, ids=lambda o: o.name)
-@pytest.mark.parametrize("place", ["global", "spool"])
+PLACES = [
+    pytest.param(option, place, id=f"{option.name}-{place}")
+    for option in SETTABLE
+    for place in ("global", "spool")
+    if place == "global" or option.scope is not Scope.RUN  # whole-run: rejected in [[spool]]
+]
+
+
+@pytest.mark.parametrize(("option", "place"), PLACES)
 def test_every_option_works_as_a_config_key(tmp_path: Path, option: Option, place: str) -> None:
-    if place == "spool" and option.scope is Scope.RUN:
-        pytest.skip("a whole-run option: rejected in [[spool]] (tested above)")
     toml, _, expected = SAMPLES[option.name]
     lines = [f"{name} = {value}" for name, (value, _) in COMPANIONS.get(option.name, {}).items()]
     key = f"{option.name} = {toml}"
@@ -534,10 +541,18 @@ def test_every_option_works_as_a_config_key(tmp_path: Path, option: Option, plac
 
 def test_dashed_spelling_and_tags_alias_are_accepted(tmp_path: Path) -> None:
     text = 'read-timeout = 7\n[[spool]]\ndirs = ["/s"]\ndestination = "noop"\ntags = { a = "b" }\n'
-    run, (job,) = resolve_file(write(tmp_path, text))
+    _, (job,) = resolve_file(write(tmp_path, text))
     config = build_config(job)
     assert config.s3.read_timeout == 7.0
     assert config.s3.tags == (("a", "b"),)
+
+
+def build_everything(path: Path) -> None:
+    """What a run does before touching anything: resolve, then build every frozen value."""
+    run, jobs = resolve_file(path)
+    build_app_options(run)
+    for job in jobs:
+        build_config(job)
 
 
 BASE = '[[spool]]\ndirs = ["/s"]\ndestination = "noop"\n'
@@ -570,9 +585,7 @@ def test_bad_values_name_the_line_of_their_key(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        run, jobs = resolve_file(path)
-        build_app_options(run)
-        [build_config(job) for job in jobs]
+        build_everything(path)
     error = info.value
     assert error.where == f"{path}:{line_of_text(text, needle + ' =')}", str(error)
     assert error.option == needle

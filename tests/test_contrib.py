@@ -17,7 +17,7 @@ import click
 import pytest
 
 from spool_tool.cli import command
-from spool_tool.config import parse_destination
+from spool_tool.config import DestinationURI, parse_destination
 from spool_tool.configfile import load_config_file
 from spool_tool.keys import KeyTemplate
 
@@ -256,12 +256,10 @@ def test_example_config_loads() -> None:
     config = load_config_file(CONTRIB / "spool_tool.example.toml")
     assert len(config.spools) >= 2
     for index, spool in enumerate(config.spools):
+        # Every value is parsed (destination, template, sizes...) by the option schema.
         values = {**config.globals, **spool.values}
-        assert isinstance(values["destination"], str)
-        parse_destination(values["destination"])
-        template = values.get("format", "{fname}")
-        assert isinstance(template, str)
-        KeyTemplate.parse(template)
+        assert isinstance(values["destination"].value, DestinationURI)
+        assert isinstance(values["format"].value, KeyTemplate)
         assert config.line_of("dirs", index) is not None
 
 
