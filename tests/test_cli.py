@@ -450,3 +450,21 @@ def test_readme_option_table_matches_the_schema() -> None:
         assert (shown.group(1) if shown else default) == option.doc_default, option.name
         if option.choices and "\\|" in cell:  # the listed choices are the schema's
             assert cell == f"`{option.flag} {option.metavar}`".replace("|", "\\|")
+
+
+def test_bad_repeated_option_names_the_bad_item(spool: Path) -> None:
+    result = run_cli("--metadata", "a=b c", "--metadata", "nokey", spool, "noop")
+    assert result.returncode == 2
+    assert "invalid --metadata 'nokey': expected KEY=VALUE" in result.stderr
+    assert_one_line_error(result.stderr)
+
+
+def test_environment_typo_is_shown_before_the_error_it_may_explain(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[spool]]\ndirs = ["/s"]\ndestination = "noop"\npart_size = "1MiB"\n')
+    result = run_cli(env={"SPOOL_TOOL_CONFIG": str(config), "SPOOL_TOOL_PARTSIZE": "8MiB"})
+    assert result.returncode == 2
+    warning, error = result.stderr.splitlines()
+    assert "SPOOL_TOOL_PARTSIZE" in warning
+    assert "did you mean SPOOL_TOOL_PART_SIZE?" in warning
+    assert error.startswith(f"spool_tool: error: {config}:4: invalid part_size '1MiB'")

@@ -105,7 +105,12 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
     from spool_tool import app  # noqa: PLC0415 - keep --help and usage errors fast
 
     cli = _command_line(click.get_current_context())
-    run, jobs, warnings = resolve(paths, cli, os.environ)
+    try:
+        run, jobs, warnings = resolve(paths, cli, os.environ)
+    except ConfigError:
+        for warning in from_environment(os.environ)[1]:  # a typo may explain the error
+            sys.stderr.write(f"{PROG}: warning: {warning}\n")
+        raise
     writer = LogWriter(fmt=_value(run, "log_format"), level=_level(run))
     for warning in warnings:
         writer.write(logging.WARNING, "config", warning)
@@ -173,8 +178,15 @@ def _command_line(ctx: click.Context) -> dict[str, Setting]:
     for option in OPTIONS:
         if option.style is Style.POSITIONAL:
             continue
-        if ctx.get_parameter_source(option.name) is click.core.ParameterSource.COMMANDLINE:
-            layer[option.name] = parse_setting(option, ctx.params[option.name], option.flag)
+        if ctx.get_parameter_source(option.name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        raw = ctx.params[option.name]
+        for item in raw if option.style is Style.MULTIPLE else ():
+            try:  # name the bad --tag itself, not the tuple of all of them
+                option.parse((item,))
+            except ValueError as exc:
+                raise ConfigError(str(exc), option=option.name, value=item) from None
+        layer[option.name] = parse_setting(option, raw, option.flag)
     return layer
 
 
