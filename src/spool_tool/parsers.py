@@ -1,0 +1,190 @@
+"""Option value parsers: each accepts a command line or environment string *and* a native TOML
+value, and returns the typed value or raises ``ValueError(reason)``.
+
+The reason is a fragment ("must be 1..1024"); the caller (``options.parse_setting``) wraps it in
+a ``ConfigError`` that names the option, the value and where it came from.
+"""
+
+# ruff: noqa: TRY004 - a parser reports every bad value, of any type, as ValueError(reason)
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from spool_tool.config import parse_destination
+from spool_tool.errors import ConfigError
+from spool_tool.keys import KeyTemplate
+
+Parser = Callable[[object], object]
+
+
+def _describe(value: object) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    return kinds.get(type(value), "a table" if isinstance(value, dict) else "an array")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    raise ValueError(f"expected a number, got {_describe(value)}")
+
+
+def minutes(value: object) -> float:
+    number = _number(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a finite number >= 0 (minutes)")
+    return number
+
+
+def seconds(value: object) -> float:
+    number = _number(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a number of seconds > 0")
+    return number
+
+
+def integer(low: int, high: int | None = None) -> Parser:
+    def parse(value: object) -> int:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {_describe(value)}")
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be {low}..{high}" if high is not None else f"must be >= {low}")
+        return value
+
+    return parse
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def size(minimum: int = 0) -> Parser:
+    """``8388608``, ``"8MiB"``, ``"8M"``, ``"512KiB"`` -> bytes (binary units)."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+            unit = (match.group(2) or "b").lower()[:1]
+            number = int(match.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+        else:
+            raise ValueError("expected bytes or a size like 8MiB")
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum >> 20} MiB (S3's minimum part size)")
+        return number
+
+    return parse
+
+
+def text(pattern: str | None = None, expected: str = "") -> Parser:
+    """A string; empty means unset (``None``)."""
+
+    def parse(value: object) -> str | None:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {_describe(value)}")
+        if pattern is not None and value and not re.fullmatch(pattern, value):
+            raise ValueError(f"expected {expected}")
+        return value or None
+
+    return parse
+
+
+def choice(choices: tuple[str, ...]) -> Parser:
+    def parse(value: object) -> str | None:
+        if value == "" and "" not in choices:
+            return None
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError("expected true or false")
+
+
+def count(value: object) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    return integer(0)(value)  # type: ignore[return-value]  # integer() returns an int
+
+
+_PAIR_KEY = re.compile(r"[A-Za-z0-9_.:/=+@ -]+")
+
+
+def pairs(value: object) -> tuple[tuple[str, str], ...]:
+    """A TOML table of strings, repeated ``KEY=VALUE`` arguments, or (environment) such pairs
+    separated by spaces -> ``(("k", "v"), ...)``; a value may itself contain ``=``."""
+    if isinstance(value, dict):
+        if not all(isinstance(v, str) for v in value.values()):
+            raise ValueError('expected a table of strings (e.g. { key = "value" })')
+        items = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str | list | tuple):
+        words = value.split() if isinstance(value, str) else value
+        items = []
+        for word in words:
+            key, sep, val = str(word).partition("=")
+            if not sep:
+                raise ValueError("expected KEY=VALUE")
+            items.append((key, val))
+    else:
+        raise ValueError('expected a table of strings (e.g. { key = "value" })')
+    for key, _ in items:
+        if not _PAIR_KEY.fullmatch(key):
+            raise ValueError(f"invalid key {key!r}")
+    return tuple(items)
+
+
+def template(value: object) -> KeyTemplate:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    try:
+        return KeyTemplate.parse(value)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
+
+
+def textfile(value: object) -> Path | None:
+    """A file to write, in a directory that exists."""
+    name = text()(value)
+    if name is None:
+        return None
+    path = Path(str(name))
+    if not path.parent.is_dir():
+        raise ValueError(f"directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def directories(value: object) -> tuple[Path, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("expected a non-empty list of directory paths (strings)")
+    if not all(isinstance(item, str) and item for item in value):
+        raise ValueError("expected a non-empty list of directory paths (strings)")
+    return tuple(Path(item) for item in value)
+
+
+def destination(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    try:
+        return parse_destination(value)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
