@@ -79,7 +79,7 @@ def _problem(pattern: str) -> str | None:
     return None
 
 
-def compile_patterns(option: str, patterns: Iterable[str]) -> PathSpec[GitIgnoreSpecPattern]:
+def _compile(option: str, patterns: Iterable[str]) -> PathSpec[GitIgnoreSpecPattern]:
     """Compile one option's patterns, or raise ``ConfigError`` naming the first bad one."""
     compiled: list[GitIgnoreSpecPattern] = []
     for pattern in patterns:
@@ -115,8 +115,8 @@ class PathFilter:
         # Accept any iterable from callers (lists from click or TOML) but store tuples.
         object.__setattr__(self, "includes", tuple(self.includes))
         object.__setattr__(self, "excludes", tuple(self.excludes))
-        object.__setattr__(self, "_include_spec", compile_patterns("--include", self.includes))
-        object.__setattr__(self, "_exclude_spec", compile_patterns("--exclude", self.excludes))
+        object.__setattr__(self, "_include_spec", _compile("--include", self.includes))
+        object.__setattr__(self, "_exclude_spec", _compile("--exclude", self.excludes))
 
     @property
     def selects_everything(self) -> bool:
