@@ -1,0 +1,261 @@
+"""Adaptive concurrency: fewer S3 requests in flight while S3 throttles, more again after.
+
+S3 answers ``503 SlowDown`` while a prefix is re-partitioned; AWS advises backing off and
+ramping up gradually. ``ConcurrencyGate`` is an AIMD window over the requests in flight:
+
+* every request takes a slot (``acquire``) and gives it back (``release``);
+* a throttling answer (``on_throttled``) multiplies the limit by ``decrease`` (0.7, the
+  ``_BETA`` of botocore's adaptive mode, ``botocore/retries/throttling.py``), at most once per
+  ``cooldown`` seconds: the requests already in flight when the first 503 arrived answer 503
+  too, and one congestion event must count once (TCP's one decrease per window);
+* each success (``on_success``) adds ``1 / limit``: about one slot per window of successes
+  (additive increase, as TCP congestion avoidance; botocore grows a *rate* along a CUBIC curve
+  instead, which needs a measured send rate we do not have per prefix);
+* the limit never leaves ``1 .. maximum``. At 1 and still throttled, request starts are spaced
+  by a pause that doubles per throttle up to ``max_pause`` and decays per success back to
+  none: rclone's S3 pacer (``lib/pacer/pacers.go``: doubling attack, max 2 s, no sleep at all
+  while all is well), for servers fast enough that one request in flight still exceeds their
+  rate. rclone decays by 1/4 per success; at equilibrium that lets 29% of requests be
+  throttled (2^f * 0.75^(1-f) = 1), so we decay by 1/16 (8.5%): retries must stay under
+  0.2 per file.
+
+Transitions are reported through ``on_change``: ``ThrottlingStarted`` at the first throttling
+answer, ``ThrottlingEnded`` at the first success ``quiet`` seconds after the last one (or at
+``finish()``), so the core can say one line each. The clock is injected; waiting for a slot is
+bounded (``timeout``) and ``cancel()`` wakes every waiter at once (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# botocore's throttling codes (``standard.py``: ``_THROTTLED_ERROR_CODES``), plus HTTP 429.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+TOO_MANY_REQUESTS = 429
+
+
+def is_throttling(code: str | None, status: int | None) -> bool:
+    """A throttling answer: one of botocore's throttling codes, or HTTP 429.
+
+    A bare 503 without a code is *not* throttling (S3 says ``SlowDown`` when it means it);
+    it stays an ordinary transient error."""
+    return code in THROTTLING_CODES or status == TOO_MANY_REQUESTS
+
+
+@dataclass(frozen=True)
+class ThrottlingStarted:
+    limit: int  # the concurrency limit after the first decrease
+
+
+@dataclass(frozen=True)
+class ThrottlingEnded:
+    seconds: float  # from the first to the last throttling answer
+    throttled: int  # throttling answers in that episode
+    limit: int  # the concurrency limit now
+
+
+ThrottleChange = ThrottlingStarted | ThrottlingEnded
+
+
+class GateCancelledError(Exception):
+    """``acquire`` was interrupted by ``cancel()``: stop starting requests."""
+
+
+class ConcurrencyGate:
+    """Thread-safe AIMD limit on requests in flight (see the module docstring)."""
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        initial: int | None = None,
+        decrease: float = 0.7,
+        cooldown: float = 1.0,
+        quiet: float = 30.0,
+        max_pause: float = 2.0,
+        min_pause: float = 0.01,
+        pause_decay: float = 15 / 16,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[ThrottleChange], None] | None = None,
+    ) -> None:
+        if maximum < 1:
+            raise ValueError(f"maximum must be >= 1, got {maximum}")
+        if not 0 < decrease < 1:
+            raise ValueError(f"decrease must be in (0, 1), got {decrease}")
+        self.maximum = maximum
+        self._limit = float(min(max(initial or maximum, 1), maximum))
+        self._decrease = decrease
+        self._cooldown = cooldown
+        self._quiet = quiet
+        self._max_pause = max_pause
+        self._min_pause = min_pause
+        self._pause_decay = pause_decay
+        self._clock = clock
+        self._on_change = on_change
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._pause = 0.0
+        self._next_start = -math.inf
+        self._last_decrease = -math.inf
+        self._episode_start: float | None = None  # first throttle of the current episode
+        self._last_throttle = -math.inf
+        self._episode_throttled = 0
+        self._cancelled = False
+        self.throttled_total = 0  # every throttling answer seen (the metrics counter)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now (the ``spool_tool_concurrency`` gauge)."""
+        with self._cond:
+            return int(self._limit)
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    @property
+    def pause(self) -> float:
+        """Seconds between request starts (0 unless throttled at a limit of 1)."""
+        with self._cond:
+            return self._pause
+
+    @property
+    def throttling(self) -> bool:
+        with self._cond:
+            return self._episode_start is not None
+
+    # -- slots ------------------------------------------------------------------------------
+
+    def try_acquire(self) -> float:
+        """Take a slot if one is free now: 0.0 on success, else the seconds to wait before
+        trying again (``math.inf``: wait for a ``release``)."""
+        with self._cond:
+            return self._try_acquire_locked()
+
+    def _try_acquire_locked(self) -> float:
+        if self._cancelled:
+            raise GateCancelledError
+        if self._in_flight >= int(self._limit):
+            return math.inf
+        now = self._clock()
+        if now < self._next_start:
+            return self._next_start - now
+        self._in_flight += 1
+        self._next_start = now + self._pause
+        return 0.0
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Block until a slot is free; False when ``timeout`` seconds passed first.
+
+        Raises ``GateCancelledError`` once ``cancel()`` was called (waiters wake at once)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                wait = self._try_acquire_locked()
+                if wait == 0.0:
+                    return True
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    wait = min(wait, left)
+                self._cond.wait(None if wait == math.inf else wait)
+
+    def release(self) -> None:
+        with self._cond:
+            if self._in_flight <= 0:
+                raise RuntimeError("release() without acquire()")
+            self._in_flight -= 1
+            self._cond.notify()
+
+    def cancel(self) -> None:
+        """Refuse every further ``acquire`` and wake the threads waiting in it."""
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+    # -- feedback ---------------------------------------------------------------------------
+
+    def on_throttled(self) -> None:
+        """A request got a throttling answer (call it per answer, retries included)."""
+        now = self._clock()
+        started = None
+        with self._cond:
+            self.throttled_total += 1
+            self._episode_throttled += 1
+            self._last_throttle = now
+            if self._episode_start is None:
+                self._episode_start = now
+            if int(self._limit) <= 1:
+                # One request in flight: every answer is news, no burst to discount.
+                self._pause = min(self._max_pause, max(self._min_pause, self._pause * 2))
+            elif now - self._last_decrease >= self._cooldown:
+                self._last_decrease = now
+                self._limit = max(1.0, self._limit * self._decrease)
+            if self._episode_throttled == 1:
+                started = ThrottlingStarted(int(self._limit))
+        if started is not None:
+            self._report(started)
+
+    def on_success(self) -> None:
+        """A request succeeded: grow back (pause first, then the limit)."""
+        now = self._clock()
+        ended = None
+        with self._cond:
+            if self._pause > 0:
+                self._pause *= self._pause_decay
+                if self._pause < self._min_pause:
+                    self._pause = 0.0
+            elif self._limit < self.maximum:
+                grown = self._limit + 1 / self._limit
+                if int(grown) > int(self._limit):
+                    self._cond.notify()  # one more slot
+                self._limit = min(float(self.maximum), grown)
+            if self._episode_start is not None and now - self._last_throttle >= self._quiet:
+                ended = self._end_episode_locked()
+        if ended is not None:
+            self._report(ended)
+
+    def finish(self) -> None:
+        """End of a run or cycle: report the end of an episode still open."""
+        with self._cond:
+            ended = self._end_episode_locked() if self._episode_start is not None else None
+        if ended is not None:
+            self._report(ended)
+
+    def _end_episode_locked(self) -> ThrottlingEnded:
+        assert self._episode_start is not None
+        ended = ThrottlingEnded(
+            self._last_throttle - self._episode_start, self._episode_throttled, int(self._limit)
+        )
+        self._episode_start = None
+        self._episode_throttled = 0
+        return ended
+
+    def _report(self, change: ThrottleChange) -> None:
+        if self._on_change is not None:
+            self._on_change(change)
