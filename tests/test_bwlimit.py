@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import heapq
 import io
-import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,6 @@ from spool_tool.bwlimit import (
     BandwidthLimiter,
     PacedReader,
     parse_rate,
-    pread_paced,
 )
 from spool_tool.errors import ConfigError
 from spool_tool.sizes import parse_size
@@ -98,32 +95,59 @@ def test_consume_with_timeout_refunds_what_it_could_not_take() -> None:
     assert limiter.reserve(MIB // 2) == pytest.approx(0.5)
 
 
-def _simulate(rate: int, workers: int, seconds: float, chunk: int) -> list[tuple[float, int]]:
-    """Workers that read ``chunk`` bytes, wait what the bucket says, send, repeat: event-driven
-    on a fake clock. Returns (time sent, bytes)."""
+def _simulate(
+    rate: int, workers: int, body: int, *, whole: bool, seconds: float = 100.0
+) -> list[tuple[float, int]]:
+    """Workers that read a body, then send it at once (obstore, botocore with bytes), on a
+    fake clock, event by event. ``whole``: the body is charged once before it is read; else
+    chunk by chunk as it is read. Returns (time sent, bytes) per body."""
     clock = Clock()
     start = clock.now
     limiter = BandwidthLimiter(rate, clock=clock)
-    ready = [(start + i * 0.0001, i) for i in range(workers)]
+    ready = [(start + i * 0.0001, i, 0) for i in range(workers)]  # (time, worker, bytes read)
     sent: list[tuple[float, int]] = []
     while ready:
-        at, worker = heapq.heappop(ready)
+        at, worker, done = heapq.heappop(ready)
         if at - start > seconds:
             break
         clock.now = at
-        wait = limiter.reserve(chunk)
-        sent.append((at + wait - start, chunk))
-        heapq.heappush(ready, (at + wait + 0.001, worker))  # 1 ms to send a chunk
+        if whole:
+            wait, done = limiter.reserve(body), body
+        else:
+            wait, done = limiter.reserve(CHUNK), done + CHUNK
+        if done >= body:
+            sent.append((at + wait - start, body))
+            heapq.heappush(ready, (at + wait + 0.01, worker, 0))  # 10 ms to send it
+        else:
+            heapq.heappush(ready, (at + wait, worker, done))
     return sent
 
 
-@pytest.mark.parametrize(("workers", "chunk"), [(1, CHUNK), (64, CHUNK), (16, 16 * MIB)])
-def test_every_ten_second_window_stays_within_ten_percent(workers: int, chunk: int) -> None:
-    rate = 20 * MIB
-    sent = _simulate(rate, workers, seconds=60.0, chunk=chunk)
-    for first in range(50):
+def _worst_window(sent: list[tuple[float, int]], rate: int, windows: int = 80) -> float:
+    """The largest relative deviation from the rate over 10 s windows starting each second."""
+    worst = 0.0
+    for first in range(windows):
         window = sum(n for t, n in sent if first <= t < first + 10)
-        assert abs(window - rate * 10) <= 0.10 * rate * 10, (first, window / (rate * 10))
+        worst = max(worst, abs(window - rate * 10) / (rate * 10))
+    return worst
+
+
+@pytest.mark.parametrize(
+    ("workers", "body"), [(1, CHUNK), (64, 64 * 1024), (64, MIB), (64, 16 * MIB), (4, 20 * MIB)]
+)
+def test_bodies_charged_whole_keep_every_ten_second_window_within_ten_percent(
+    workers: int, body: int
+) -> None:
+    rate = 20 * MIB
+    assert body <= BandwidthLimiter(rate).whole_body_limit
+    assert _worst_window(_simulate(rate, workers, body, whole=True), rate) <= 0.10
+
+
+def test_charging_concurrent_bodies_chunk_by_chunk_would_burst() -> None:
+    """Why whole bodies are charged before reading: 64 workers each reading a 16 MiB body
+    at 1/64 of the rate finish together and send 1 GiB at once."""
+    rate = 20 * MIB
+    assert _worst_window(_simulate(rate, 64, 16 * MIB, whole=False), rate) > 1.0
 
 
 def test_an_idle_spell_earns_at_most_one_burst() -> None:
@@ -153,19 +177,6 @@ def test_paced_reader_charges_what_it_returns() -> None:
     assert limiter.consumed == CHUNK * 3 + 5
 
 
-def test_pread_paced_reads_a_part(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
-    limiter = BandwidthLimiter(1 << 40)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        part = pread_paced(lambda n, off: os.pread(fd, n, off), 600_000, 100, limiter)
-    finally:
-        os.close(fd)
-    assert part == path.read_bytes()[100:600_100]
-    assert limiter.consumed == 600_000
-
-
 def test_cancel_interrupts_a_paced_read() -> None:
     limiter = BandwidthLimiter(1024)  # 1 KiB/s: a 64 KiB read would take a minute
     errors: list[BaseException] = []
@@ -188,19 +199,19 @@ def test_cancel_interrupts_a_paced_read() -> None:
         limiter.consume(1)
 
 
-def test_real_time_rate_with_shared_workers() -> None:
-    """8 threads share 8 MiB/s for ~1.5 s of real time: the total is within 10%."""
+def test_real_time_rate_with_shared_streaming_readers() -> None:
+    """8 threads stream bodies through one 8 MiB/s bucket for ~1.5 s of real time."""
     rate = 8 * MIB
     limiter = BandwidthLimiter(rate)
-    stop_at = time.monotonic() + 1.5
+    bodies = [PacedReader(io.BytesIO(bytes(4 * MIB)), limiter) for _ in range(8)]
     done = [0] * 8
+    started = time.monotonic()
+    stop_at = started + 1.5
 
     def work(index: int) -> None:
-        body = PacedReader(io.BytesIO(b"z" * (64 * MIB)), limiter)
         while time.monotonic() < stop_at:
-            done[index] += len(body.read(CHUNK))
+            done[index] += len(bodies[index].read(CHUNK))
 
-    started = time.monotonic()
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
