@@ -11,10 +11,12 @@ import pytest
 from spool_tool.throttle import (
     ConcurrencyGate,
     GateCancelledError,
+    RetryPolicy,
     ThrottleChange,
     ThrottlingEnded,
     ThrottlingStarted,
     is_throttling,
+    send_with_retries,
 )
 
 
@@ -238,3 +240,120 @@ def test_rejects_bad_parameters() -> None:
         ConcurrencyGate(0)
     with pytest.raises(ValueError):
         ConcurrencyGate(4, decrease=1.0)
+
+
+class ThrottledError(Exception):
+    pass
+
+
+class TransientError(Exception):
+    pass
+
+
+class BrokenError(Exception):
+    pass
+
+
+class RecordingStop(threading.Event):
+    """A stop event whose waits return at once and are recorded."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.stop_after = stop_after
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        if self.stop_after is not None and len(self.waits) >= self.stop_after:
+            self.set()
+        return self.is_set()
+
+
+def answers(*outcomes: BaseException | str) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def send() -> str:
+        calls.append(1)
+        outcome = outcomes[len(calls) - 1]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return calls, send
+
+
+def send(gate: ConcurrencyGate, fn: object, stop: threading.Event, attempts: int = 5) -> str:
+    return send_with_retries(
+        gate,
+        fn,  # type: ignore[arg-type]
+        is_throttled=lambda exc: isinstance(exc, ThrottledError),
+        is_retryable=lambda exc: isinstance(exc, TransientError),
+        policy=RetryPolicy(max_attempts=attempts),
+        stop=stop,
+        rng=lambda: 0.5,
+    )
+
+
+def test_send_succeeds_at_once() -> None:
+    gate = ConcurrencyGate(8, initial=4)
+    calls, fn = answers("etag")
+    assert send(gate, fn, RecordingStop()) == "etag"
+    assert calls == [1]
+    assert gate.in_flight == 0
+    assert gate.limit == 4  # 4 + 1/4
+
+
+def test_send_retries_throttles_with_botocore_backoff_and_lowers_the_gate() -> None:
+    clock = Clock()
+    gate = ConcurrencyGate(10, clock=clock, cooldown=0.0)
+    stop = RecordingStop()
+    calls, fn = answers(ThrottledError(), ThrottledError(), TransientError(), "etag")
+    assert send(gate, fn, stop) == "etag"
+    assert len(calls) == 4
+    assert stop.waits == [0.5, 1.0, 0.1]  # 0.5 * 1 s * 2**i after throttles; 0.05 s scale else
+    assert gate.throttled_total == 2
+    assert gate.limit == 5  # 10 * 0.7 * 0.7 = 4.9, + 1/4.9 for the success
+    assert gate.in_flight == 0
+
+
+def test_send_gives_up_after_max_attempts() -> None:
+    gate = ConcurrencyGate(4)
+    calls, fn = answers(ThrottledError(), ThrottledError(), ThrottledError())
+    with pytest.raises(ThrottledError):
+        send(gate, fn, RecordingStop(), attempts=3)
+    assert len(calls) == 3
+    assert gate.in_flight == 0
+
+
+def test_send_raises_other_errors_at_once() -> None:
+    gate = ConcurrencyGate(4)
+    calls, fn = answers(BrokenError(), "never")
+    with pytest.raises(BrokenError):
+        send(gate, fn, RecordingStop())
+    assert calls == [1]
+    assert gate.throttled_total == 0
+    assert gate.in_flight == 0
+
+
+def test_a_stop_during_the_backoff_ends_the_retries() -> None:
+    gate = ConcurrencyGate(4)
+    calls, fn = answers(ThrottledError(), "never")
+    with pytest.raises(ThrottledError):
+        send(gate, fn, RecordingStop(stop_after=1))
+    assert calls == [1]
+    assert gate.in_flight == 0
+
+
+def test_send_on_a_cancelled_gate_starts_nothing() -> None:
+    gate = ConcurrencyGate(4)
+    gate.cancel()
+    calls, fn = answers("never")
+    with pytest.raises(GateCancelledError):
+        send(gate, fn, RecordingStop())
+    assert calls == []
+
+
+def test_retry_policy_needs_one_attempt() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+    assert RetryPolicy().delay(10, True, lambda: 1.0) == 20.0  # capped

@@ -28,10 +28,14 @@ bounded (``timeout``) and ``cancel()`` wakes every waiter at once (SIGTERM).
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # botocore's throttling codes (``standard.py``: ``_THROTTLED_ERROR_CODES``), plus HTTP 429.
 THROTTLING_CODES = frozenset(
@@ -259,3 +263,59 @@ class ConcurrencyGate:
     def _report(self, change: ThrottleChange) -> None:
         if self._on_change is not None:
             self._on_change(change)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request and botocore's standard backoff (``retries/standard.py``:
+    ``rand(0, 1) * min(scale * 2**i, 20)``, scale 1 s after a throttle, 0.05 s otherwise)."""
+
+    max_attempts: int = 5
+    throttled_scale: float = 1.0
+    transient_scale: float = 0.05
+    max_backoff: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    def delay(self, retry: int, throttled: bool, rng: Callable[[], float]) -> float:
+        scale = self.throttled_scale if throttled else self.transient_scale
+        return rng() * min(scale * 2.0**retry, self.max_backoff)
+
+
+def send_with_retries(
+    gate: ConcurrencyGate,
+    send: Callable[[], T],
+    *,
+    is_throttled: Callable[[BaseException], bool],
+    is_retryable: Callable[[BaseException], bool],
+    policy: RetryPolicy,
+    stop: threading.Event,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Call ``send`` (one attempt, no retries of its own) until it succeeds, through ``gate``.
+
+    A throttling answer lowers the gate; it and other retryable failures are retried after a
+    backoff (interrupted by ``stop``: then the last error is raised) up to
+    ``policy.max_attempts``; anything else is raised at once. ``GateCancelledError`` when the
+    gate was cancelled before an attempt could start."""
+    for attempt in range(policy.max_attempts):
+        gate.acquire()
+        try:
+            result = send()
+        except Exception as exc:
+            gate.release()
+            throttled = is_throttled(exc)
+            if throttled:
+                gate.on_throttled()
+            last = attempt + 1 == policy.max_attempts
+            if last or not (throttled or is_retryable(exc)):
+                raise
+            if stop.wait(policy.delay(attempt, throttled, rng)):
+                raise
+            continue
+        gate.release()
+        gate.on_success()
+        return result
+    raise AssertionError("unreachable: max_attempts >= 1")
