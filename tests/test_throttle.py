@@ -31,7 +31,12 @@ class Clock:
         self.now += seconds
 
 
-def test_starts_at_maximum_and_bounds_slots() -> None:
+def test_starts_at_the_initial_limit_capped_by_the_maximum() -> None:
+    assert ConcurrencyGate(64).limit == 4
+    assert ConcurrencyGate(64, initial=64).limit == 64
+
+
+def test_bounds_slots() -> None:
     gate = ConcurrencyGate(3, clock=Clock())
     assert gate.limit == 3
     assert [gate.try_acquire() for _ in range(4)] == [0.0, 0.0, 0.0, math.inf]
@@ -40,37 +45,69 @@ def test_starts_at_maximum_and_bounds_slots() -> None:
     assert gate.in_flight == 3
 
 
-def test_throttle_decreases_multiplicatively_once_per_cooldown() -> None:
+def test_throttle_decreases_multiplicatively_once_per_window() -> None:
     clock = Clock()
-    gate = ConcurrencyGate(64, clock=clock, cooldown=1.0)
-    for _ in range(20):  # a burst of 503s from the requests already in flight
+    gate = ConcurrencyGate(64, initial=64, clock=clock)
+    for _ in range(20):
+        assert gate.try_acquire() == 0.0
+    for _ in range(20):  # a burst of 503s from the requests that were in flight together
+        gate.release()
         gate.on_throttled()
     assert gate.limit == 44  # 64 * 0.7, once
     assert gate.throttled_total == 20
-    clock.advance(1.0)
+    clock.advance(0.01)
+    assert gate.try_acquire() == 0.0  # a request sent after the decrease
+    gate.release()
     gate.on_throttled()
     assert gate.limit == 31  # 44.8 * 0.7
 
 
-def test_success_grows_back_about_one_slot_per_window() -> None:
+def test_throttle_reported_by_another_thread_counts_as_new() -> None:
     clock = Clock()
-    gate = ConcurrencyGate(64, clock=clock, initial=10)
-    for _ in range(10):
+    gate = ConcurrencyGate(10, initial=10, clock=clock)
+    assert gate.try_acquire() == 0.0
+    gate.on_throttled()
+    other = threading.Thread(target=gate.on_throttled)  # this thread never sent a request
+    other.start()
+    other.join()
+    assert gate.limit == 4  # 10 * 0.7 * 0.7
+
+
+def test_slow_start_doubles_per_window_until_the_first_throttle() -> None:
+    gate = ConcurrencyGate(64, clock=Clock())
+    for _ in range(4):
         gate.on_success()
-    assert gate.limit == 10  # 10 successes at a window of 10: just under one slot
-    gate.on_success()
-    assert gate.limit == 11
-    for _ in range(10_000):
+    assert gate.limit == 8  # one window of 4 successes: doubled
+    for _ in range(8):
+        gate.on_success()
+    assert gate.limit == 16
+    for _ in range(100):
         gate.on_success()
     assert gate.limit == 64  # never above the maximum
+
+
+def test_after_a_decrease_growth_is_fast_to_half_then_one_slot_per_window() -> None:
+    gate = ConcurrencyGate(64, initial=40, clock=Clock())
+    gate.on_throttled()
+    assert gate.limit == 28  # 40 * 0.7; the threshold is now 20: above it already
+    for _ in range(28):
+        gate.on_success()
+    assert gate.limit == 28  # 28 successes at a window of 28: just under one slot
+    gate.on_success()
+    assert gate.limit == 29
+    low = ConcurrencyGate(64, initial=10, clock=Clock())
+    for _ in range(4):
+        low.on_throttled()  # 10 -> 7 -> 4.9 -> 3.43 -> 2.4; threshold 1.7
+    assert low.limit == 2
+    low.on_success()
+    assert low.limit == 2  # 2.4 + 1/2.4
 
 
 def test_limit_stops_at_one_then_start_pause_doubles_up_to_max() -> None:
     clock = Clock()
     gate = ConcurrencyGate(4, clock=clock, max_pause=2.0, min_pause=0.01)
     for _ in range(5):
-        gate.on_throttled()
-        clock.advance(1.0)
+        gate.on_throttled()  # no request sent from this thread: each counts as a new one
     assert gate.limit == 1
     assert gate.pause > 0
     for _ in range(20):
@@ -83,35 +120,64 @@ def test_pause_spaces_request_starts() -> None:
     clock = Clock()
     gate = ConcurrencyGate(1, clock=clock)
     for _ in range(3):
-        gate.on_throttled()  # pause 0.01 -> 0.02 -> 0.04
-    assert gate.pause == pytest.approx(0.04)
+        gate.on_throttled()  # pause 0.01 -> 0.01 / 0.7 -> 0.01 / 0.49
+    assert gate.pause == pytest.approx(0.01 / 0.49)
     assert gate.try_acquire() == 0.0
     gate.release()
-    assert gate.try_acquire() == pytest.approx(0.04)
-    clock.advance(0.04)
+    assert gate.try_acquire() == pytest.approx(0.01 / 0.49)
+    clock.advance(0.021)
     assert gate.try_acquire() == 0.0
+
+
+def test_pause_is_aimd_on_the_request_rate() -> None:
+    gate = ConcurrencyGate(8, initial=1, clock=Clock(), min_pause=0.01, rate_step=1.0)
+    for _ in range(8):
+        gate.on_throttled()
+    assert gate.pause == pytest.approx(0.01 / 0.7**7)  # ~12 requests/s
+    gate.on_success()
+    assert 1 / gate.pause == pytest.approx(0.7**7 * 100 + 1.0)  # + 1 request/s
+    gate.on_throttled()
+    assert 1 / gate.pause == pytest.approx((0.7**7 * 100 + 1.0) * 0.7)
 
 
 def test_pause_decays_to_zero_before_the_limit_grows() -> None:
     clock = Clock()
-    gate = ConcurrencyGate(8, clock=clock, initial=1, min_pause=0.01)
+    gate = ConcurrencyGate(8, initial=1, clock=clock, min_pause=0.01, rate_step=10.0)
     gate.on_throttled()
     gate.on_throttled()
-    assert gate.pause == pytest.approx(0.02)
+    assert gate.pause == pytest.approx(0.01 / 0.7)  # 70 requests/s
     successes = 0
     while gate.pause > 0:
         assert gate.limit == 1
         gate.on_success()
         successes += 1
-    assert successes == 11  # 0.02 * (15/16)^11 < 0.01: a gentle decay
+    assert successes == 4  # 70 + 4 * 10 > 100 requests/s: no pause any more
     gate.on_success()
     assert gate.limit == 2
+
+
+def test_equal_agents_converge_to_equal_pauses() -> None:
+    """AIMD is fair where rclone's multiplicative decay is not: two gates that start far apart
+    and see the same throttles once their combined rate exceeds a capacity end up equal."""
+    gates = [ConcurrencyGate(1, clock=Clock()) for _ in range(2)]
+    for _ in range(20):
+        gates[0].on_throttled()  # one agent very slow, the other not paced at all
+    capacity = 50.0  # requests/s the two share
+    for _ in range(4000):
+        rates = [1 / g.pause if g.pause else 100.0 for g in gates]
+        for gate in gates:
+            if sum(rates) > capacity:
+                gate.on_throttled()
+            else:
+                gate.on_success()
+    first, second = (1 / g.pause for g in gates)
+    assert first == pytest.approx(second, rel=0.05)
 
 
 def test_started_once_and_ended_after_quiet_period() -> None:
     clock = Clock()
     changes: list[ThrottleChange] = []
-    gate = ConcurrencyGate(10, clock=clock, quiet=30.0, on_change=changes.append)
+    gate = ConcurrencyGate(10, initial=10, clock=clock, quiet=30.0, on_change=changes.append)
     gate.on_throttled()
     clock.advance(2.0)
     gate.on_throttled()
@@ -131,7 +197,7 @@ def test_started_once_and_ended_after_quiet_period() -> None:
 def test_finish_reports_an_open_episode_once() -> None:
     clock = Clock()
     changes: list[ThrottleChange] = []
-    gate = ConcurrencyGate(10, clock=clock, on_change=changes.append)
+    gate = ConcurrencyGate(10, initial=10, clock=clock, on_change=changes.append)
     gate.finish()
     assert changes == []
     gate.on_throttled()
@@ -187,7 +253,7 @@ def test_cancel_wakes_every_waiter_at_once() -> None:
 
 
 def test_threads_never_exceed_the_limit_while_it_shrinks() -> None:
-    gate = ConcurrencyGate(16, cooldown=0.0)
+    gate = ConcurrencyGate(16)
     peak = 0
     lock = threading.Lock()
 
@@ -257,13 +323,16 @@ class BrokenError(Exception):
 class RecordingStop(threading.Event):
     """A stop event whose waits return at once and are recorded."""
 
-    def __init__(self, stop_after: int | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, clock: Clock | None = None) -> None:
         super().__init__()
         self.waits: list[float] = []
         self.stop_after = stop_after
+        self.clock = clock
 
     def wait(self, timeout: float | None = None) -> bool:
         self.waits.append(timeout or 0.0)
+        if self.clock is not None:
+            self.clock.advance(timeout or 0.0)
         if self.stop_after is not None and len(self.waits) >= self.stop_after:
             self.set()
         return self.is_set()
@@ -300,13 +369,13 @@ def test_send_succeeds_at_once() -> None:
     assert send(gate, fn, RecordingStop()) == "etag"
     assert calls == [1]
     assert gate.in_flight == 0
-    assert gate.limit == 4  # 4 + 1/4
+    assert gate.limit == 5  # slow start: + 1 per success
 
 
 def test_send_retries_throttles_with_botocore_backoff_and_lowers_the_gate() -> None:
     clock = Clock()
-    gate = ConcurrencyGate(10, clock=clock, cooldown=0.0)
-    stop = RecordingStop()
+    gate = ConcurrencyGate(10, initial=10, clock=clock)
+    stop = RecordingStop(clock=clock)  # the backoff passes on the gate's clock
     calls, fn = answers(ThrottledError(), ThrottledError(), TransientError(), "etag")
     assert send(gate, fn, stop) == "etag"
     assert len(calls) == 4

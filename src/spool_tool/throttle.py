@@ -5,19 +5,29 @@ ramping up gradually. ``ConcurrencyGate`` is an AIMD window over the requests in
 
 * every request takes a slot (``acquire``) and gives it back (``release``);
 * a throttling answer (``on_throttled``) multiplies the limit by ``decrease`` (0.7, the
-  ``_BETA`` of botocore's adaptive mode, ``botocore/retries/throttling.py``), at most once per
-  ``cooldown`` seconds: the requests already in flight when the first 503 arrived answer 503
-  too, and one congestion event must count once (TCP's one decrease per window);
-* each success (``on_success``) adds ``1 / limit``: about one slot per window of successes
-  (additive increase, as TCP congestion avoidance; botocore grows a *rate* along a CUBIC curve
-  instead, which needs a measured send rate we do not have per prefix);
+  ``_BETA`` of botocore's adaptive mode, ``botocore/retries/throttling.py``), unless the
+  request it answers started before the last decrease: the requests already in flight when
+  the first 503 arrived answer 503 too, and one congestion event must count once (TCP's one
+  decrease per window). The start of each thread's latest request is kept thread-locally,
+  which is right because a request's answer is reported by the thread that sent it. A fixed
+  cooldown instead (one decrease per second) was measured in ``bench/gate_probe.py``: with
+  fast answers the additive increase outran it and the limit settled near 10 whatever the
+  server could take;
+* the limit starts at ``initial`` (4) and, until the first throttling answer, each success adds
+  a slot: the limit doubles per window of requests (TCP's slow start), reaching 64 in four
+  round trips, so a cron run does not open with 64 requests into a prefix that is being
+  throttled (AWS: ramp up gradually). After a decrease the limit grows that fast only up to
+  half the limit at the decrease (TCP's ``ssthresh``); above it each success adds
+  ``1 / limit``, about one slot per window (additive increase, as TCP congestion avoidance;
+  botocore grows a *rate* along a CUBIC curve instead, which needs a measured send rate);
 * the limit never leaves ``1 .. maximum``. At 1 and still throttled, request starts are spaced
-  by a pause that doubles per throttle up to ``max_pause`` and decays per success back to
-  none: rclone's S3 pacer (``lib/pacer/pacers.go``: doubling attack, max 2 s, no sleep at all
-  while all is well), for servers fast enough that one request in flight still exceeds their
-  rate. rclone decays by 1/4 per success; at equilibrium that lets 29% of requests be
-  throttled (2^f * 0.75^(1-f) = 1), so we decay by 1/16 (8.5%): retries must stay under
-  0.2 per file.
+  by a pause, as rclone's S3 pacer sleeps between calls only once errors come
+  (``lib/pacer/pacers.go``). The pause is AIMD too, on the request *rate* (1 / pause): a
+  throttle divides the rate by 1 / ``decrease``, a success adds ``rate_step`` requests/s, and
+  below ``min_pause`` the pause is gone and the limit may grow again. rclone doubles its sleep
+  per error and takes a quarter off per success; that is multiplicative both ways, which does
+  not converge to fair shares (Chiu & Jain, 1989), and ``bench/gate_probe.py`` showed it: one
+  of four agents sat at a 0.7 s pause for ten seconds while the others ran free.
 
 Transitions are reported through ``on_change``: ``ThrottlingStarted`` at the first throttling
 answer, ``ThrottlingEnded`` at the first success ``quiet`` seconds after the last one (or at
@@ -93,13 +103,12 @@ class ConcurrencyGate:
         self,
         maximum: int,
         *,
-        initial: int | None = None,
+        initial: int = 4,
         decrease: float = 0.7,
-        cooldown: float = 1.0,
         quiet: float = 30.0,
         max_pause: float = 2.0,
         min_pause: float = 0.01,
-        pause_decay: float = 15 / 16,
+        rate_step: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[ThrottleChange], None] | None = None,
     ) -> None:
@@ -108,13 +117,14 @@ class ConcurrencyGate:
         if not 0 < decrease < 1:
             raise ValueError(f"decrease must be in (0, 1), got {decrease}")
         self.maximum = maximum
-        self._limit = float(min(max(initial or maximum, 1), maximum))
+        self._limit = float(min(max(initial, 1), maximum))
+        self._threshold = float(maximum)  # below it: slow start
         self._decrease = decrease
-        self._cooldown = cooldown
+        self._local = threading.local()  # .started: this thread's latest request start
         self._quiet = quiet
         self._max_pause = max_pause
         self._min_pause = min_pause
-        self._pause_decay = pause_decay
+        self._rate_step = rate_step
         self._clock = clock
         self._on_change = on_change
         self._cond = threading.Condition()
@@ -170,6 +180,7 @@ class ConcurrencyGate:
             return self._next_start - now
         self._in_flight += 1
         self._next_start = now + self._pause
+        self._local.started = now
         return 0.0
 
     def acquire(self, timeout: float | None = None) -> bool:
@@ -205,8 +216,10 @@ class ConcurrencyGate:
     # -- feedback ---------------------------------------------------------------------------
 
     def on_throttled(self) -> None:
-        """A request got a throttling answer (call it per answer, retries included)."""
+        """A request got a throttling answer (call it per answer, retries included, from the
+        thread that sent the request)."""
         now = self._clock()
+        sent_at: float = getattr(self._local, "started", math.inf)  # unknown: a new request
         started = None
         with self._cond:
             self.throttled_total += 1
@@ -216,9 +229,11 @@ class ConcurrencyGate:
                 self._episode_start = now
             if int(self._limit) <= 1:
                 # One request in flight: every answer is news, no burst to discount.
-                self._pause = min(self._max_pause, max(self._min_pause, self._pause * 2))
-            elif now - self._last_decrease >= self._cooldown:
+                slower = self._pause / self._decrease
+                self._pause = min(self._max_pause, max(self._min_pause, slower))
+            elif sent_at > self._last_decrease:
                 self._last_decrease = now
+                self._threshold = max(1.0, self._limit / 2)
                 self._limit = max(1.0, self._limit * self._decrease)
             if self._episode_throttled == 1:
                 started = ThrottlingStarted(int(self._limit))
@@ -231,11 +246,12 @@ class ConcurrencyGate:
         ended = None
         with self._cond:
             if self._pause > 0:
-                self._pause *= self._pause_decay
+                self._pause = 1 / (1 / self._pause + self._rate_step)
                 if self._pause < self._min_pause:
                     self._pause = 0.0
             elif self._limit < self.maximum:
-                grown = self._limit + 1 / self._limit
+                step = 1.0 if self._limit < self._threshold else 1 / self._limit
+                grown = self._limit + step
                 if int(grown) > int(self._limit):
                     self._cond.notify()  # one more slot
                 self._limit = min(float(self.maximum), grown)
