@@ -87,10 +87,14 @@ def run_agent(
             if n is None:
                 return
             key = f"day/a{index:02d}-{n:06d}.dat"
+
+            def put(key: str = key) -> object:
+                return obstore.put(store, key, b"x" * 1024, use_multipart=False)
+
             try:
                 send_with_retries(
                     gate,
-                    lambda key=key: obstore.put(store, key, b"x" * 1024, use_multipart=False),
+                    put,
                     is_throttled=_throttled,
                     is_retryable=lambda _exc: True,
                     policy=policy,
