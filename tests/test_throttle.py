@@ -118,7 +118,7 @@ def test_limit_stops_at_one_then_start_pause_doubles_up_to_max() -> None:
 
 def test_pause_spaces_request_starts() -> None:
     clock = Clock()
-    gate = ConcurrencyGate(1, clock=clock)
+    gate = ConcurrencyGate(1, clock=clock, min_pause=0.01)
     for _ in range(3):
         gate.on_throttled()  # pause 0.01 -> 0.01 / 0.7 -> 0.01 / 0.49
     assert gate.pause == pytest.approx(0.01 / 0.49)
@@ -127,6 +127,17 @@ def test_pause_spaces_request_starts() -> None:
     assert gate.try_acquire() == pytest.approx(0.01 / 0.49)
     clock.advance(0.021)
     assert gate.try_acquire() == 0.0
+
+
+def test_first_pause_is_the_measured_rate_times_the_decrease() -> None:
+    clock = Clock()
+    gate = ConcurrencyGate(4, initial=1, clock=clock)
+    for _ in range(10):  # one request every 20 ms: 50 requests/s
+        assert gate.try_acquire() == 0.0
+        gate.release()
+        clock.advance(0.02)
+    gate.on_throttled()
+    assert 1 / gate.pause == pytest.approx(50 * 0.7)
 
 
 def test_pause_is_aimd_on_the_request_rate() -> None:

@@ -22,9 +22,15 @@ ramping up gradually. ``ConcurrencyGate`` is an AIMD window over the requests in
   botocore grows a *rate* along a CUBIC curve instead, which needs a measured send rate);
 * the limit never leaves ``1 .. maximum``. At 1 and still throttled, request starts are spaced
   by a pause, as rclone's S3 pacer sleeps between calls only once errors come
-  (``lib/pacer/pacers.go``). The pause is AIMD too, on the request *rate* (1 / pause): a
-  throttle divides the rate by 1 / ``decrease``, a success adds ``rate_step`` requests/s, and
-  below ``min_pause`` the pause is gone and the limit may grow again. rclone doubles its sleep
+  (``lib/pacer/pacers.go``). The pause is AIMD too, on the request *rate* (1 / pause): the
+  first throttle sets the rate to ``decrease`` times the measured one (botocore's adaptive
+  mode: ``rate_to_use = measured_rate``, times beta; we measure the gap between request
+  starts, smoothed as its ``RateClocker`` does with 0.8), each further one divides it by
+  1 / ``decrease``, a success adds ``rate_step`` requests/s, and
+  below ``min_pause`` (1 ms: 1,000 requests/s, far above any prefix's share) the pause is
+  gone and the limit may grow again. A 10 ms floor was measured to be a cliff: at a prefix
+  limit of 100/s the pause vanished exactly at the limit, the limit jumped back to 5, and 25%
+  of requests were throttled. rclone doubles its sleep
   per error and takes a quarter off per success; that is multiplicative both ways, which does
   not converge to fair shares (Chiu & Jain, 1989), and ``bench/gate_probe.py`` showed it: one
   of four agents sat at a 0.7 s pause for ten seconds while the others ran free.
@@ -107,7 +113,7 @@ class ConcurrencyGate:
         decrease: float = 0.7,
         quiet: float = 30.0,
         max_pause: float = 2.0,
-        min_pause: float = 0.01,
+        min_pause: float = 0.001,
         rate_step: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[ThrottleChange], None] | None = None,
@@ -131,6 +137,8 @@ class ConcurrencyGate:
         self._in_flight = 0
         self._pause = 0.0
         self._next_start = -math.inf
+        self._last_start = -math.inf
+        self._gap: float | None = None  # smoothed seconds between request starts
         self._last_decrease = -math.inf
         self._episode_start: float | None = None  # first throttle of the current episode
         self._last_throttle = -math.inf
@@ -181,6 +189,10 @@ class ConcurrencyGate:
         self._in_flight += 1
         self._next_start = now + self._pause
         self._local.started = now
+        if self._last_start > -math.inf:
+            gap = now - self._last_start
+            self._gap = gap if self._gap is None else 0.8 * gap + 0.2 * self._gap
+        self._last_start = now
         return 0.0
 
     def acquire(self, timeout: float | None = None) -> bool:
@@ -229,7 +241,8 @@ class ConcurrencyGate:
                 self._episode_start = now
             if int(self._limit) <= 1:
                 # One request in flight: every answer is news, no burst to discount.
-                slower = self._pause / self._decrease
+                measured = self._pause or self._gap or 0.0
+                slower = measured / self._decrease
                 self._pause = min(self._max_pause, max(self._min_pause, slower))
             elif sent_at > self._last_decrease:
                 self._last_decrease = now
