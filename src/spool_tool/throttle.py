@@ -28,12 +28,12 @@ ramping up gradually. ``ConcurrencyGate`` is an AIMD window over the requests in
   starts, smoothed as its ``RateClocker`` does with 0.8), each further one divides it by
   1 / ``decrease``, a success adds ``rate_step`` requests/s, and
   below ``min_pause`` (1 ms: 1,000 requests/s, far above any prefix's share) the pause is
-  gone and the limit may grow again. A 10 ms floor was measured to be a cliff: at a prefix
-  limit of 100/s the pause vanished exactly at the limit, the limit jumped back to 5, and 25%
-  of requests were throttled. rclone doubles its sleep
-  per error and takes a quarter off per success; that is multiplicative both ways, which does
-  not converge to fair shares (Chiu & Jain, 1989), and ``bench/gate_probe.py`` showed it: one
-  of four agents sat at a 0.7 s pause for ten seconds while the others ran free.
+  gone and the limit may grow again. rclone doubles its sleep per error and takes a quarter
+  off per success; that is multiplicative both ways, which does not converge to fair shares
+  (Chiu & Jain, 1989), and ``bench/gate_probe.py`` showed it: one of four agents sat at a
+  0.7 s pause for ten seconds while the others ran free. A 10 ms floor was a cliff there too:
+  at a prefix limit of 100/s the pause vanished exactly at the limit, the limit jumped back to
+  5, and 25% of requests were throttled.
 
 Transitions are reported through ``on_change``: ``ThrottlingStarted`` at the first throttling
 answer, ``ThrottlingEnded`` at the first success ``quiet`` seconds after the last one (or at
