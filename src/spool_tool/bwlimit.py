@@ -1,0 +1,147 @@
+"""``--bwlimit RATE``: one token bucket, in bytes per second, shared by every upload.
+
+Where bytes are charged decides whether 10-second windows stay near the rate:
+
+* **A body read whole, then sent** (obstore single PUTs, botocore with ``bytes``): charge the
+  whole body *once, before reading it* (``consume(len)``). Reservations are served in order,
+  so bodies leave one after another at the rate, and a window is off by at most one body.
+  Charging such bodies chunk by chunk as 64 workers read them would release 64 bodies at
+  nearly the same moment: 16 MiB bodies at 20 MiB/s put 4x the rate into one window
+  (``tests/test_bwlimit.py`` simulates both). A body counts as "small" up to
+  ``whole_body_limit`` (one second of the rate: at most 10% of a 10 s window).
+* **A body the client library streams to the socket as it reads it** (botocore given a
+  file-like body and a precomputed checksum, so it reads the body once per attempt): wrap it
+  in ``PacedReader``, which charges each chunk as it is read. Larger bodies go this way.
+
+A retry that sends a body again is charged again.
+
+The bucket follows rclone's ``--bwlimit`` (``fs/accounting/token_bucket.go``): it starts
+*empty* (no burst at start). A request larger than the bucket still goes through, paying its
+debt (as reservations in ``golang.org/x/time/rate``; rclone instead caps the chunk at the
+bucket size). The bucket holds ``BURST_SECONDS`` of the rate (at least ``MIN_BURST``): over a
+window of T seconds at most ``rate * T + burst`` bytes are granted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from spool_tool.errors import ConfigError
+from spool_tool.sizes import parse_size
+
+BURST_SECONDS = 0.2
+WHOLE_BODY_SECONDS = 1.0  # a body charged at once is off by at most this much of the rate
+MIN_BURST = 64 * 1024
+CHUNK = 256 * 1024  # bytes charged (and read) at a time
+MIN_RATE = 1024  # below 1 KiB/s a single part would take hours: surely a typo
+
+
+class BandwidthCancelledError(Exception):
+    """``consume`` was interrupted by ``cancel()``."""
+
+
+def parse_rate(text: str) -> int:
+    """``20M``, ``512K``, ``1.5G`` -> bytes per second (``ConfigError`` names --bwlimit)."""
+    rate = parse_size(text, "--bwlimit")
+    if rate < MIN_RATE:
+        raise ConfigError(f"invalid --bwlimit {text!r}: at least 1K (bytes per second)")
+    return rate
+
+
+class BandwidthLimiter:
+    """Thread-safe token bucket (see the module docstring); the clock is injected."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(rate * BURST_SECONDS, MIN_BURST))
+        self._clock = clock
+        self._tokens = 0.0  # empty at start: no burst before the first second
+        self._stamp = clock()
+        self._cond = threading.Condition()
+        self._cancelled = False
+        self.consumed = 0  # bytes charged so far
+
+    @property
+    def whole_body_limit(self) -> int:
+        """Bodies up to this size are charged whole before reading; larger ones are streamed
+        through a ``PacedReader``."""
+        return int(self.rate * WHOLE_BODY_SECONDS)
+
+    def reserve(self, n: int) -> float:
+        """Charge ``n`` bytes now; return the seconds the caller must wait before sending them
+        (0 when the bucket held enough). Never blocks."""
+        with self._cond:
+            if self._cancelled:
+                raise BandwidthCancelledError
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= n
+            self.consumed += n
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def consume(self, n: int, timeout: float | None = None) -> bool:
+        """Charge ``n`` bytes and sleep until they may be sent; False if that would take longer
+        than ``timeout`` (nothing is charged then). ``cancel()`` interrupts the sleep."""
+        wait = self.reserve(n)
+        if timeout is not None and wait > timeout:
+            self._refund(n)
+            return False
+        if wait > 0:
+            deadline = time.monotonic() + wait
+            with self._cond:
+                while not self._cancelled and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                if self._cancelled:
+                    raise BandwidthCancelledError
+        return True
+
+    def _refund(self, n: int) -> None:
+        with self._cond:
+            self._tokens += n
+            self.consumed -= n
+
+    def cancel(self) -> None:
+        """Wake every paced reader (they raise ``BandwidthCancelledError``): SIGTERM."""
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class PacedReader:
+    """A file-like body whose reads are paced by a ``BandwidthLimiter``.
+
+    ``read(n)`` returns at most ``CHUNK`` bytes and charges what it returns before returning
+    it. Only for a body the client reads once per attempt, as it sends it (see above)."""
+
+    def __init__(self, raw: _Readable, limiter: BandwidthLimiter) -> None:
+        self._raw = raw
+        self._limiter = limiter
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = CHUNK if size < 0 else min(size, CHUNK)
+        data = self._raw.read(want)
+        if data:
+            self._limiter.consume(len(data))
+        return data
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
