@@ -17,7 +17,7 @@ from spool_tool.bwlimit import (
     parse_rate,
 )
 from spool_tool.errors import ConfigError
-from spool_tool.sizes import parse_size
+from spool_tool.sizes import to_bytes
 
 MIB = 1 << 20
 
@@ -45,13 +45,13 @@ class Clock:
     ],
 )
 def test_parse_size(text: str, expected: int) -> None:
-    assert parse_size(text, "--x") == expected
+    assert to_bytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "M", "-1M", "1.5", "1,5M", "1e6", "20 Mbit", "1.M"])
 def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(ConfigError, match="--x"):
-        parse_size(text, "--x")
+    with pytest.raises(ValueError, match=r"size|fraction"):
+        to_bytes(text)
 
 
 def test_parse_rate() -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from spool_tool.errors import ConfigError
-from spool_tool.sizes import parse_size
+from spool_tool.sizes import to_bytes
 
 BURST_SECONDS = 0.2
 WHOLE_BODY_SECONDS = 1.0  # a body charged at once is off by at most this much of the rate
@@ -45,7 +45,10 @@ class BandwidthCancelledError(Exception):
 
 def parse_rate(text: str) -> int:
     """``20M``, ``512K``, ``1.5G`` -> bytes per second (``ConfigError`` names --bwlimit)."""
-    rate = parse_size(text, "--bwlimit")
+    try:
+        rate = to_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(f"invalid --bwlimit {text!r}: {exc}") from None
     if rate < MIN_RATE:
         raise ConfigError(f"invalid --bwlimit {text!r}: at least 1K (bytes per second)")
     return rate

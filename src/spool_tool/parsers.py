@@ -16,6 +16,7 @@ from pathlib import Path
 from spool_tool.config import parse_destination
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
+from spool_tool.sizes import to_bytes
 
 Parser = Callable[[object], object]
 
@@ -63,18 +64,14 @@ def integer(low: int, high: int | None = None) -> Parser:
     return parse
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-
-
 def size(minimum: int = 0) -> Parser:
-    """``8388608``, ``"8MiB"``, ``"8M"``, ``"512KiB"`` -> bytes (binary units)."""
+    """``8388608``, ``"8MiB"``, ``"8M"``, ``"1.5G"`` -> bytes (``spool_tool.sizes``)."""
 
     def parse(value: object) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
-            unit = (match.group(2) or "b").lower()[:1]
-            number = int(match.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+        elif isinstance(value, str):
+            number = to_bytes(value)
         else:
             raise ValueError("expected bytes or a size like 8MiB")
         if number < minimum:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import re
 
-from spool_tool.errors import ConfigError
-
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_size(text: str, option: str) -> int:
-    """Bytes for ``text``; ``ConfigError`` naming ``option`` when it is not a size."""
+def to_bytes(text: str) -> int:
+    """Bytes for ``text``; ``ValueError`` (the reason, for the option's parser) if not a size."""
     match = _SIZE_RE.match(text)
     if not match:
-        raise ConfigError(f"invalid {option} {text!r}: expected bytes or a size like 8MiB")
+        raise ValueError("expected bytes or a size like 8MiB")
     number, unit = match.group(1), (match.group(2) or "b").lower()[:1]
     if "." in number and unit == "b":
-        raise ConfigError(f"invalid {option} {text!r}: a fraction needs a unit (K, M, G, T)")
+        raise ValueError("a fraction needs a unit (K, M, G, T)")
     return int(float(number) * _UNITS[unit])
