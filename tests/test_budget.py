@@ -13,7 +13,7 @@ import pytest
 from spool_tool.budget import ByteBudget
 from spool_tool.config import Config, S3Options, parse_destination
 from spool_tool.destinations import make_destination
-from spool_tool.job import run
+from spool_tool.run import run
 from tests.helpers import list_objects
 
 if TYPE_CHECKING:

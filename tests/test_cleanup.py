@@ -11,6 +11,7 @@ import pytest
 from spool_tool.cleanup import delete_expired, is_expired
 from spool_tool.events import DeleteFailed, Event, EventBus, FileDeleted
 from spool_tool.journal import Completion, Journal, LedgerEntry
+from spool_tool.runstate import RunState
 from spool_tool.spoolfs import SpoolFS
 
 NOW = 1_700_000_000
@@ -34,7 +35,8 @@ def completed(spool: Path) -> Path:
 class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
-        self.bus = EventBus([self.events.append])
+        self.state = RunState()
+        self.bus = EventBus([self.state, self.events.append])
 
     def deleted(self) -> dict[str, bool]:
         return {e.path.name: e.dry_run for e in self.events if isinstance(e, FileDeleted)}
@@ -98,8 +100,8 @@ def test_deletes_older_keeps_younger(completed: Path, rec: Recorder) -> None:
     run(completed, rec)
     assert sorted(os.listdir(completed)) == ["fresh", "young"]
     assert rec.deleted() == {"old": False, "ancient": False}
-    assert rec.bus.summary.deleted == 2
-    assert rec.bus.summary.ok
+    assert rec.state.end_cycle().deleted == 2
+    assert rec.state.end_cycle().ok
 
 
 def test_exactly_at_the_limit_is_kept(completed: Path, rec: Recorder) -> None:
@@ -185,7 +187,7 @@ def test_dry_run_deletes_nothing_and_says_what_it_would(
     run(completed, rec, dry_run=True)
     assert tree(spool) == before
     assert rec.deleted() == {"old": True}
-    assert rec.bus.summary.deleted == 0  # a dry run is not counted as a deletion
+    assert rec.state.end_cycle().deleted == 0  # a dry run is not counted as a deletion
 
 
 def test_missing_completed_directory_is_a_no_op(spool: Path, rec: Recorder) -> None:
@@ -212,8 +214,8 @@ def test_delete_failure_is_reported_and_others_go_on(
     assert len(failed) == 1
     assert failed[0].path == completed / "b"
     assert "Permission denied" in failed[0].message
-    assert rec.bus.summary.delete_failed == 1
-    assert not rec.bus.summary.ok
+    assert rec.state.end_cycle().delete_failed == 1
+    assert not rec.state.end_cycle().ok
 
 
 @pytest.fixture

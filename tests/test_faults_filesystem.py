@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from spool_tool.events import FileMoved
-from spool_tool.job import run
 from spool_tool.journal import Journal
+from spool_tool.run import run
 from tests.faults.runs import (
     MiB,
     Recorder,

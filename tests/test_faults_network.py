@@ -4,7 +4,7 @@ Faults come from ``tests.faults.proxy.FaultProxy`` (in front of SeaweedFS: 5xx, 
 answers replaced after the write was applied) or from the in-process botocore ``before-send``
 hook (``tests.faults.hooks``: canned ``ExpiredToken`` / ``RequestTimeTooSkewed``).
 
-Most runs are in-process (``spool_tool.job.run``) so the hook can be installed on the real S3
+Most runs are in-process (``spool_tool.run.run``) so the hook can be installed on the real S3
 client and timeouts/attempts can be lowered; botocore's retry *decisions* are real, only its
 backoff sleep is shortened (``_fast_backoff``), except in the sustained-throttling test, which
 runs the CLI in a subprocess with the real backoff to show the run is bounded in time.
@@ -30,9 +30,9 @@ import botocore.retries.standard
 import pytest
 
 from spool_tool.events import RunStopped, Summary
-from spool_tool.job import run
 from spool_tool.journal import Journal
 from spool_tool.observe.logs import LogWriter
+from spool_tool.run import run
 from tests.faults.hooks import (
     EXPIRED_TOKEN,
     REQUEST_TIME_TOO_SKEWED,

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool_tool.backlog import measure_backlog, render_table, to_json
-from spool_tool.events import Event, EventBus, Listener, RunFinished, Summary
-from spool_tool.job import Runner, run
+from spool_tool.display import display_name
+from spool_tool.events import Event, Listener, RunFinished, Summary
 from spool_tool.observe.logs import LogWriter
+from spool_tool.run import Runner, run
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -72,14 +73,14 @@ def execute(configs: Sequence[Config], options: AppOptions, writer: LogWriter) -
             listeners.append(_textfile_writer(metrics))
     progress = None
     if not options.watch and options.log_format == "text" and sys.stderr.isatty():
-        from spool_tool.observe.progress import ConsoleStream, ProgressDisplay  # noqa: PLC0415
+        from spool_tool.observe.progress import ProgressDisplay  # noqa: PLC0415
 
         progress = ProgressDisplay(sys.stderr)
-        writer.stream = ConsoleStream(progress.console)
+        writer.stream = progress.line_stream()
         listeners.append(progress)
     try:
         if options.watch:
-            return _daemon(configs, options, listeners, metrics)
+            return _daemon(configs, options, listeners, metrics, writer)
         return run(configs, listeners, measure_backlog=metrics is not None)
     finally:
         if progress is not None:
@@ -102,16 +103,29 @@ def _daemon(
     options: AppOptions,
     listeners: list[Listener],
     metrics: MetricsListener | None,
+    writer: LogWriter,
 ) -> Summary:
-    from spool_tool.watch import watch  # noqa: PLC0415
+    from spool_tool.watch import HEARTBEAT_SECONDS, watch  # noqa: PLC0415
 
     server = None
+    served = "no metrics served"
     if metrics is not None and options.metrics_port is not None:
         server = metrics.serve(options.metrics_port, options.metrics_address)
-    bus = EventBus(listeners)
+        served = f"metrics on http://{server.address}:{server.port}/metrics"
+    watched = "; ".join(
+        f"{', '.join(display_name(d) for d in c.spool_dirs)} -> {c.destination}" for c in configs
+    )
+    writer.write(
+        logging.INFO,
+        "daemon_started",
+        f"watching {watched} (rescan every {options.interval:g} s, heartbeat every "
+        f"{HEARTBEAT_SECONDS:g} s when idle); {served}",
+    )
 
     async def daemon() -> Summary:
-        async with Runner(configs, bus, measure_backlog=metrics is not None) as runner:
+        async with Runner(
+            configs, listeners, measure_backlog=metrics is not None, daemon=True
+        ) as runner:
             return await watch(runner, interval=options.interval)
 
     try:

@@ -128,6 +128,8 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
                 "files may overwrite each other's objects",
             )
     summary = app.execute(configs, app_options, writer)
+    if app_options.watch:
+        return EXIT_OK  # a daemon ends on a signal, its normal stop; failures were logged
     if summary.signal is not None:
         return ExitStatus.SIGNAL + summary.signal
     return ExitStatus.OK if summary.ok else ExitStatus.FAILED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -48,6 +48,14 @@ class FileUploaded:
 
 
 @dataclass(frozen=True, slots=True)
+class BytesSent:
+    """Part of a file reached the destination (a multipart part), before the file is done."""
+
+    path: Path
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class FileMoved:
     path: Path
     completed: Path
@@ -80,10 +88,42 @@ class DeleteFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class FilesFound:
+    """The scan of a spool's ``new/`` found eligible files (one event per scan window).
+
+    ``complete``: the scan of this spool is finished, so its totals are final."""
+
+    spool_dir: Path
+    files: int
+    bytes: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RunStopped:
-    """The run stopped early (fatal S3 error, signal)."""
+    """The run stops early: no more files are claimed (a fatal S3 error, a signal).
+
+    ``normal``: the expected way to end (a signal to a daemon), not a problem to report."""
 
     reason: str
+    signal: int | None = None
+    normal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExitingNow:
+    """The process leaves at once (a second signal, or the stop grace period ran out):
+    listeners must restore the terminal and flush now; the journal makes this safe."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonIdle:
+    """The daemon's heartbeat: it is alive and had nothing to do for ``seconds``."""
+
+    spools: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +133,23 @@ class BacklogMeasured:
     backlog: Backlog
 
 
-@dataclass(slots=True)
+Mode = Literal["upload", "dry_run"]
+"""``dry_run`` changes nothing and reports what it would do; chosen once, for the whole run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Why a run (or daemon cycle) stopped early: a fatal S3 error, or a signal."""
+
+    reason: str
+    signal: int | None = None  # set when a signal asked for the stop
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
+    """What one run (or one daemon cycle) did, built by ``RunState`` from the events."""
+
+    mode: Mode = "upload"
     uploaded: int = 0
     bytes_uploaded: int = 0
     failed: int = 0
@@ -102,19 +157,39 @@ class Summary:
     deleted: int = 0
     delete_failed: int = 0
     spools_failed: int = 0
+    would_upload: int = 0
+    would_delete: int = 0
     seconds: float = 0.0
-    stopped: str | None = None
-    signal: int | None = None  # set when a signal stopped the run
-    failures: list[str] = field(default_factory=list)
+    stop: Stop | None = None
+    failures: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.delete_failed or self.spools_failed or self.stopped)
+        return not (self.failed or self.delete_failed or self.spools_failed or self.stop)
+
+    @property
+    def stopped(self) -> str | None:
+        return None if self.stop is None else self.stop.reason
+
+    @property
+    def signal(self) -> int | None:
+        return None if self.stop is None else self.stop.signal
+
+    @property
+    def did_something(self) -> bool:
+        """Anything to report: a file shipped, failed or deleted, a spool failed, a stop."""
+        counts = (self.uploaded, self.failed, self.deleted, self.delete_failed)
+        extra = (self.spools_failed, self.would_upload, self.would_delete)
+        return any(counts) or any(extra) or self.stop is not None
 
 
 @dataclass(frozen=True, slots=True)
 class RunFinished:
+    """A run or daemon cycle ended. ``report``: worth a summary line (an idle daemon cycle is
+    not; metrics still count it as a run)."""
+
     summary: Summary
+    report: bool = True
 
 
 Event = (
@@ -122,12 +197,16 @@ Event = (
     | SpoolSkipped
     | EntrySkipped
     | FileUploaded
+    | BytesSent
     | FileMoved
     | FileFailed
     | WouldUpload
     | FileDeleted
     | DeleteFailed
+    | FilesFound
     | RunStopped
+    | ExitingNow
+    | DaemonIdle
     | RunFinished
     | BacklogMeasured
 )
@@ -135,36 +214,13 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Fans events out to listeners and keeps the run's summary."""
+    """Fans events out to listeners, one event at a time (events come from worker threads)."""
 
     def __init__(self, listeners: list[Listener] | None = None) -> None:
         self.listeners: list[Listener] = list(listeners or [])
-        self.summary = Summary()
-        self._lock = threading.RLock()  # events come from the pipeline's worker threads
+        self._lock = threading.RLock()
 
     def emit(self, event: Event) -> None:
         with self._lock:
-            self._count(event)
             for listener in self.listeners:
                 listener(event)
-
-    def _count(self, event: Event) -> None:
-        s = self.summary
-        match event:
-            case FileUploaded(size=size):
-                s.uploaded += 1
-                s.bytes_uploaded += size
-            case FileFailed(path=path, message=message, kind=kind):
-                s.failed += 1
-                s.s3_failed += kind in {"retryable", "fatal"}
-                s.failures.append(f"{path}: {message}")
-            case FileDeleted(dry_run=False):
-                s.deleted += 1
-            case DeleteFailed():
-                s.delete_failed += 1
-            case SpoolSkipped(failed=True):
-                s.spools_failed += 1
-            case RunStopped(reason=reason):
-                s.stopped = reason
-            case _:
-                pass

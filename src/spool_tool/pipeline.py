@@ -24,7 +24,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from spool_tool.compress import ENCODING, SUFFIX, compress_to_temp, wants_compression
@@ -38,6 +37,7 @@ from spool_tool.errors import (
     SpoolToolError,
 )
 from spool_tool.events import (
+    BytesSent,
     ErrorKind,
     EventBus,
     FileFailed,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from spool_tool.config import Config
     from spool_tool.destinations.base import Destination
+    from spool_tool.runstate import RunState
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +71,9 @@ FLUSH_EVERY = 256  # completions per directory fsync + journal transaction
 TRANSIENT_FAILURE_LIMIT = 20
 
 
-@dataclass
-class RunControl:
-    """Shared by the phases of one run: stop requests from signals or fatal errors."""
-
-    stop_reason: str | None = None
-    consecutive_transient: int = 0
-    signal: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def is_stopped(self) -> bool:
-        return self.stop_reason is not None
-
-    def stop(self, reason: str) -> bool:
-        """Request a stop; True for the first request (the caller reports it)."""
-        with self.lock:
-            if self.stop_reason is None:
-                self.stop_reason = reason
-                return True
-            return False
-
-    def transient_failure(self) -> int:
-        with self.lock:
-            self.consecutive_transient += 1
-            return self.consecutive_transient
-
-    def success(self) -> None:
-        self.consecutive_transient = 0
-
-
 class SpoolUploader:
+    """Ships one spool's claimed files on ``--concurrency`` worker threads (the lock is held)."""
+
     def __init__(
         self,
         spool_dir: Path,
@@ -107,7 +81,7 @@ class SpoolUploader:
         destination: Destination,
         config: Config,
         bus: EventBus,
-        control: RunControl,
+        state: RunState,
         fs: SpoolFS,
     ) -> None:
         self.spool_dir = spool_dir
@@ -117,7 +91,7 @@ class SpoolUploader:
         self.destination = destination
         self.config = config
         self.bus = bus
-        self.control = control
+        self.state = state
         self.fs = fs
         self._spool_token = normalise_spool_dir(str(spool_dir))
         self._done: list[Completion] = []
@@ -132,7 +106,7 @@ class SpoolUploader:
         lock = threading.Lock()
 
         def work() -> None:
-            while not self.control.is_stopped():
+            while not self.state.stopping:
                 try:
                     with lock:  # one worker at a time advances the scan and commits claims
                         item = next(stream, None)
@@ -158,7 +132,7 @@ class SpoolUploader:
 
     def _claimed(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Claim]]:
         for batch in batched(candidates, CLAIM_BATCH):
-            if self.control.is_stopped():
+            if self.state.stopping:
                 return
             yield from self._claim(batch)
 
@@ -230,7 +204,7 @@ class SpoolUploader:
             self._stop_run(str(exc))
         elif isinstance(exc, RetryableError):
             self._fail(path, uri, "retryable", str(exc))
-            count = self.control.transient_failure()
+            count = self.state.transient_failure()
             if count >= TRANSIENT_FAILURE_LIMIT:
                 self._stop_run(f"S3 kept failing ({count} files in a row): {exc}")
         elif isinstance(exc, SpoolToolError):
@@ -242,7 +216,7 @@ class SpoolUploader:
             self._fail(path, uri, "file", f"{path}: internal error: {exc!r}")
 
     def _stop_run(self, reason: str) -> None:
-        if self.control.stop(reason):
+        if self.state.request_stop(reason):
             self.bus.emit(RunStopped(reason))
 
     def _prepare(self, source: Source) -> tuple[Source, ObjectHeaders]:
@@ -270,6 +244,7 @@ class SpoolUploader:
                 crash_point("mid_upload")
 
         payload, headers = self._prepare(source)
+        payload.on_sent = functools.partial(self._sent, source.path)
         try:
             result = self.destination.upload(payload, claim.key, record, headers)
         finally:
@@ -292,7 +267,7 @@ class SpoolUploader:
             # Retention (--delete-after) counts from completion, not from the producer's write.
             os.utime(dst, follow_symlinks=False)
         crash_point("after_move")
-        self.control.success()
+        self.state.success()
         completion = Completion(
             claim.name, dst.name, claim.key, result.size, result.etag, result.checksum
         )
@@ -315,6 +290,9 @@ class SpoolUploader:
             fsync_dir(self.completed)
             self.journal.complete(done)
 
+    def _sent(self, path: Path, size: int) -> None:
+        self.bus.emit(BytesSent(path, size))
+
     def _fail(self, path: Path, uri: str | None, kind: ErrorKind, message: str) -> None:
         self.bus.emit(FileFailed(path, uri, kind, message))
 
@@ -326,7 +304,7 @@ def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, 
         yield chunk
 
 
-def recover(journal: Journal, destination: Destination, new: Path) -> None:
+def recover_killed_run(journal: Journal, destination: Destination, new: Path) -> None:
     """Before claiming anything: abort multipart uploads a killed run left open, and drop
     claims whose file is gone, moved or replaced by another inode."""
     stale: list[str] = []

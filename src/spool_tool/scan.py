@@ -20,6 +20,8 @@ FUTURE_TOLERANCE_SECONDS = 2.0
 
 SkipReporter = Callable[[Path, str, bool], None]
 """Called with (path, reason, is_warning) for entries that are not shipped."""
+WindowReporter = Callable[[int, int, bool], None]
+"""Called with (files, bytes, is_last) for each window of eligible files, before it is yielded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,12 @@ def iter_eligible(
     hold_for_seconds: float,
     now: float,
     on_skip: SkipReporter | None = None,
+    on_window: WindowReporter | None = None,
     window: int = SCAN_WINDOW,
 ) -> Iterator[Candidate]:
     """Yield regular files in ``new_dir`` unmodified for ``hold_for_seconds``, oldest first
-    within each window. Non-regular entries are reported to ``on_skip`` and never touched."""
+    within each window. Non-regular entries are reported to ``on_skip`` and never touched;
+    ``on_window`` learns the size of each window (progress totals)."""
     batch: list[Candidate] = []
     with os.scandir(new_dir) as entries:
         for entry in entries:
@@ -86,9 +90,17 @@ def iter_eligible(
                 continue
             batch.append(Candidate(path, st))
             if len(batch) >= window:
-                yield from _oldest_first(batch)
+                yield from _window(batch, on_window, last=False)
                 batch = []
-    yield from _oldest_first(batch)
+    yield from _window(batch, on_window, last=True)
+
+
+def _window(
+    batch: list[Candidate], on_window: WindowReporter | None, *, last: bool
+) -> list[Candidate]:
+    if on_window is not None:
+        on_window(len(batch), sum(c.st.st_size for c in batch), last)
+    return _oldest_first(batch)
 
 
 def _oldest_first(batch: list[Candidate]) -> list[Candidate]:

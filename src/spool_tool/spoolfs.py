@@ -12,7 +12,7 @@ import itertools
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,7 @@ class Source:
     path: Path
     fd: int
     st: os.stat_result
+    on_sent: Callable[[int], None] | None = None  # told of each part that reached S3
 
     @property
     def size(self) -> int:

@@ -5,7 +5,8 @@ waits for the first of: a filesystem notification in a ``new/`` directory (inoti
 moment a held file becomes eligible (``--hold-for``), or ``--interval`` seconds (the periodic
 rescan, which is also the fallback where notifications are unavailable). A cycle that ended on
 an S3 failure backs off exponentially (5 s doubling to 5 min) instead of spinning. SIGTERM or
-SIGINT stops claiming, lets in-flight uploads finish, and the daemon exits 0.
+SIGINT stops claiming, lets in-flight uploads finish (``run.STOP_GRACE_SECONDS``), and the daemon
+exits 0. A cycle is logged only when it did something; an idle daemon logs a heartbeat.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
-from spool_tool.events import RunFinished, Summary
+from spool_tool.events import DaemonIdle, RunFinished, Summary
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from spool_tool.job import Runner
+    from spool_tool.run import Runner
 
 log = logging.getLogger(__name__)
 
 BACKOFF_START = 5.0
 BACKOFF_MAX = 300.0
 DEBOUNCE = 0.05  # collect a burst of notifications into one cycle
+HEARTBEAT_SECONDS = 300.0  # an idle daemon logs that it is alive this often (not every cycle)
 
 
 class Notifier:
@@ -95,46 +97,54 @@ def next_eligible_at(new_dirs: list[tuple[Path, float]], now: float) -> float | 
 
 
 async def watch(runner: Runner, *, interval: float) -> Summary:
-    """Run cycles until a signal; returns the summary of the whole daemon lifetime."""
-    total = Summary()
+    """Run cycles until a signal; returns the last cycle's summary.
+
+    Only cycles that did something are reported (``RunFinished.report``); an idle daemon says
+    it is alive every ``HEARTBEAT_SECONDS`` instead of once per cycle."""
     held = [
-        (spool / "new", spooler.config.hold_for * 60)
-        for spooler in runner.spoolers
-        for spool in spooler.config.spool_dirs
+        (spool / "new", job.config.hold_for * 60)
+        for job in runner.jobs
+        for spool in job.config.spool_dirs
     ]
     notifier = Notifier([new for new, _ in held])
+    summary = Summary(mode=runner.state.mode)
     backoff = 0.0
     last_cleanup = 0.0
+    last_report = time.monotonic()
     try:
-        while not runner.is_stopping():
+        while not runner.stopping.is_set():
             notifier.changed.clear()
             started = time.monotonic()
             cleanup_due = started - last_cleanup >= interval
-            runner.bus.summary = Summary()
-            control = await runner.cycle(cleanup=cleanup_due)
+            summary = await runner.cycle(cleanup=cleanup_due)
             if cleanup_due:
                 last_cleanup = started
-            summary = runner.bus.summary
-            summary.seconds = time.monotonic() - started
-            _accumulate(total, summary)
-            runner.bus.emit(RunFinished(summary))
-            if runner.is_stopping():
+            runner.bus.emit(RunFinished(summary, report=summary.did_something))
+            last_report = _heartbeat(runner, summary, last_report, len(held))
+            if runner.stopping.is_set():
                 break
             # Back off when the cycle was stopped (fatal error, too many failures in a row) or
             # when S3 failed and nothing got through: never retry a sick endpoint in a loop.
-            failed_on_s3 = control.stop_reason is not None or (
+            failed_on_s3 = summary.stop is not None or (
                 summary.s3_failed > 0 and summary.uploaded == 0
             )
             backoff = min(max(backoff * 2, BACKOFF_START), BACKOFF_MAX) if failed_on_s3 else 0.0
             await _wait(runner, notifier, held, interval, backoff)
     finally:
         notifier.close()
-    # A signal is the normal way to stop a daemon: exit 0. Failures of earlier cycles were
-    # logged and counted in the metrics when they happened; the files are retried every cycle.
-    total.signal = None
-    total.stopped = None
-    total.failed = total.delete_failed = total.spools_failed = 0
-    return total
+    return summary
+
+
+def _heartbeat(runner: Runner, summary: Summary, last_report: float, spools: int) -> float:
+    """Emit ``DaemonIdle`` when nothing was reported for ``HEARTBEAT_SECONDS``; returns the
+    time of the last report."""
+    now = time.monotonic()
+    if summary.did_something:
+        return now
+    if now - last_report >= HEARTBEAT_SECONDS:
+        runner.bus.emit(DaemonIdle(spools, now - last_report))
+        return now
+    return last_report
 
 
 async def _wait(
@@ -163,15 +173,5 @@ async def _wait(
             waiter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
-    if notifier.changed.is_set() and not runner.is_stopping():
+    if notifier.changed.is_set() and runner.state.signal is None:
         await asyncio.sleep(DEBOUNCE)
-
-
-def _accumulate(total: Summary, cycle: Summary) -> None:
-    total.uploaded += cycle.uploaded
-    total.bytes_uploaded += cycle.bytes_uploaded
-    total.failed += cycle.failed
-    total.deleted += cycle.deleted
-    total.delete_failed += cycle.delete_failed
-    total.spools_failed += cycle.spools_failed
-    total.seconds += cycle.seconds

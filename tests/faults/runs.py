@@ -2,7 +2,7 @@
 
 ``make_config`` builds a ``Config`` for one spool (key template with ``{uuid4}``, so a second
 object for the same file shows up as a second key); ``hooked`` is a destination factory for
-``spool_tool.job.run`` that installs a ``tests.faults.hooks`` plan on the real boto3 client;
+``spool_tool.run.run`` that installs a ``tests.faults.hooks`` plan on the real boto3 client;
 ``mutate_during`` is such a plan that never fails a request but changes the source file while a
 given request is on its way; ``Recorder`` keeps events and the key each file was first given;
 ``assert_retry_ok`` checks the RETRY-OK promise of FAULT-MATRIX.md.
@@ -22,8 +22,8 @@ from spool_tool.config import Config, S3Options, parse_destination
 from spool_tool.destinations import make_destination
 from spool_tool.destinations.s3 import S3Destination
 from spool_tool.events import Event, FileFailed, FileUploaded, Summary
-from spool_tool.job import run
 from spool_tool.keys import KeyTemplate
+from spool_tool.run import run
 from tests.faults.hooks import FaultPlan, InstalledFaults, RequestInfo, install_faults
 from tests.helpers import get_body, list_objects, open_multipart_uploads
 

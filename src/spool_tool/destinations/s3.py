@@ -303,7 +303,10 @@ class S3Destination:
     ) -> dict[str, Any]:
         length = min(self.options.part_size, source.size - offset)
         with self.budget.hold(length):
-            return self._send_part_in_memory(source, key, upload_id, number, offset, length)
+            part = self._send_part_in_memory(source, key, upload_id, number, offset, length)
+        if source.on_sent is not None:
+            source.on_sent(length)  # progress: bytes of a file still in flight
+        return part
 
     def _send_part_in_memory(
         self, source: Source, key: str, upload_id: str, number: int, offset: int, length: int

@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
 from spool_tool.events import (
+    DaemonIdle,
     DeleteFailed,
     EntrySkipped,
     Event,
+    ExitingNow,
     FileDeleted,
     FileFailed,
     FileMoved,
+    FilesFound,
     FileUploaded,
     RunFinished,
     RunStopped,
     SpoolSkipped,
     SpoolStarted,
+    Summary,
     WouldUpload,
 )
 
@@ -94,7 +99,7 @@ class LogWriter:
             return  # filtered: do not even format it (hot path: one event per file)
         self._format(event)
 
-    def _format(self, event: Event) -> None:  # noqa: C901 - one arm per event type
+    def _format(self, event: Event) -> None:  # noqa: C901, PLR0912 - one arm per event type
         match event:
             case SpoolStarted(spool_dir=spool, phase=phase):
                 self.write(
@@ -106,7 +111,7 @@ class LogWriter:
                 )
             case SpoolSkipped(spool_dir=spool, reason=reason, failed=failed):
                 self.write(
-                    ERROR if failed else WARNING,
+                    ERROR if failed else INFO,  # busy: another run is on it, not a problem
                     "spool_skipped",
                     _safe(reason),
                     spool_dir=_safe(spool),
@@ -153,24 +158,62 @@ class LogWriter:
                 self.write(INFO, "deleted", f"deleted {_safe(path)}", file=_safe(path))
             case DeleteFailed(path=path, message=message):
                 self.write(ERROR, "delete_failed", _safe(message), file=_safe(path))
-            case RunStopped(reason=reason):
-                self.write(ERROR, "run_stopped", f"stopping: {_safe(reason)}")
-            case RunFinished(summary=s):
+            case RunStopped(reason=reason, signal=signum, normal=normal):
+                level = INFO if normal else ERROR if signum is None else WARNING
+                self.write(level, "run_stopped", f"stopping: {_safe(reason)}", signal=signum)
+            case ExitingNow(reason=reason):
+                self.write(WARNING, "exiting", f"exiting now: {_safe(reason)}")
+                self.out.flush()
+            case DaemonIdle(spools=spools, seconds=seconds):
                 self.write(
                     INFO,
-                    "summary",
-                    f"summary: uploaded={s.uploaded} failed={s.failed} deleted={s.deleted} "
-                    f"bytes={s.bytes_uploaded} seconds={s.seconds:.3f}",
-                    uploaded=s.uploaded,
-                    failed=s.failed,
-                    deleted=s.deleted,
-                    bytes=s.bytes_uploaded,
-                    seconds=round(s.seconds, 6),
+                    "heartbeat",
+                    f"idle: watching {spools} spool dir(s), nothing to do for {seconds:.0f} s",
+                    spools=spools,
+                    seconds=round(seconds, 3),
                 )
+            case RunFinished(summary=s, report=True):
+                self.write(INFO, "summary", summary_line(s), **summary_fields(s))
+
+
+def summary_line(s: Summary) -> str:
+    """The run's last line: what it did (or would do), and whether and why it stopped."""
+    if s.stop is None:
+        how = ""
+    elif s.stop.signal is not None:
+        how = f"stopped by {signal.Signals(s.stop.signal).name}; "
+    else:
+        how = f"stopped: {_safe(s.stop.reason)}; "
+    if s.mode == "dry_run":
+        return (
+            f"summary (dry run, nothing changed): {how}would upload {s.would_upload} files, "
+            f"would delete {s.would_delete} files, seconds={s.seconds:.3f}"
+        )
+    return (
+        f"summary: {how}uploaded={s.uploaded} failed={s.failed} deleted={s.deleted} "
+        f"bytes={s.bytes_uploaded} seconds={s.seconds:.3f}"
+    )
+
+
+def summary_fields(s: Summary) -> dict[str, Any]:
+    fields: dict[str, Any] = {"mode": s.mode}
+    if s.mode == "dry_run":
+        fields |= {"would_upload": s.would_upload, "would_delete": s.would_delete}
+    else:
+        fields |= {
+            "uploaded": s.uploaded,
+            "failed": s.failed,
+            "deleted": s.deleted,
+            "bytes": s.bytes_uploaded,
+        }
+    if s.stop is not None:
+        fields |= {"stopped": _safe(s.stop.reason), "signal": s.stop.signal}
+    return fields | {"seconds": round(s.seconds, 6)}
 
 
 # The highest level each event type can be logged at; below the writer's level it is skipped.
 _QUIET_BELOW: dict[type, int] = {
+    FilesFound: DEBUG,
     SpoolStarted: DEBUG,
     FileMoved: DEBUG,
     FileUploaded: INFO,

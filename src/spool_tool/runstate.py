@@ -1,0 +1,139 @@
+"""The state of a run, in one object: whether and why it stops, and what it did.
+
+A one-shot invocation is one cycle over every job; ``--watch`` runs cycles until a signal.
+``RunState`` is shared by the phases and worker threads: they ask it whether to go on
+(``stopping``) and tell it why to stop (``request_stop``); as a listener on the event bus it
+counts what the current cycle did. ``end_cycle()`` hands back that cycle's frozen ``Summary``
+and the next cycle starts from zero: nobody sums counters and zeroes them after the fact.
+
+A fatal stop (bad credentials, S3 kept failing) ends the cycle; a signal ends the run: it
+stays in force for every later cycle, and the first signal's stop replaces a fatal one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from spool_tool.events import (
+    DeleteFailed,
+    Event,
+    FileDeleted,
+    FileFailed,
+    FileUploaded,
+    Mode,
+    SpoolSkipped,
+    Stop,
+    Summary,
+    WouldUpload,
+)
+
+
+@dataclasses.dataclass
+class _Counts:
+    uploaded: int = 0
+    bytes_uploaded: int = 0
+    failed: int = 0
+    s3_failed: int = 0
+    deleted: int = 0
+    delete_failed: int = 0
+    spools_failed: int = 0
+    would_upload: int = 0
+    would_delete: int = 0
+
+
+class RunState:
+    """Stop reason, signal and counters of a run (see the module docstring)."""
+
+    def __init__(self, mode: Mode = "upload") -> None:
+        self.mode: Mode = mode
+        self._lock = threading.Lock()
+        self._signal_stop: Stop | None = None  # in force for the rest of the run
+        self._stop: Stop | None = None  # this cycle's
+        self._counts = _Counts()
+        self._failures: list[str] = []
+        self._consecutive_transient = 0
+        self._started = time.monotonic()
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Claim nothing more: a fatal error in this cycle, or a signal."""
+        return self._stop is not None
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that stops the run (None: not asked to stop)."""
+        return None if self._signal_stop is None else self._signal_stop.signal
+
+    def request_stop(self, reason: str, signal: int | None = None) -> bool:
+        """Stop claiming files; True for the first request of the cycle (the caller reports
+        it). A signal's request always wins and holds for the rest of the run."""
+        with self._lock:
+            if signal is not None:
+                first = self._signal_stop is None
+                self._signal_stop = self._stop = Stop(reason, signal)
+                return first
+            if self._stop is None:
+                self._stop = Stop(reason)
+                return True
+            return False
+
+    def transient_failure(self) -> int:
+        """Count a transient failure; returns how many came in a row without a success."""
+        with self._lock:
+            self._consecutive_transient += 1
+            return self._consecutive_transient
+
+    def success(self) -> None:
+        self._consecutive_transient = 0
+
+    # -- counting (a listener; the bus calls it one event at a time) --------------------------
+
+    def __call__(self, event: Event) -> None:
+        c = self._counts
+        match event:
+            case FileUploaded(size=size):
+                c.uploaded += 1
+                c.bytes_uploaded += size
+            case FileFailed(path=path, message=message, kind=kind):
+                c.failed += 1
+                c.s3_failed += kind in {"retryable", "fatal"}
+                self._failures.append(f"{path}: {message}")
+            case WouldUpload():
+                c.would_upload += 1
+            case FileDeleted(dry_run=dry_run):
+                if dry_run:
+                    c.would_delete += 1
+                else:
+                    c.deleted += 1
+            case DeleteFailed():
+                c.delete_failed += 1
+            case SpoolSkipped(failed=True):
+                c.spools_failed += 1
+            case _:
+                pass
+
+    # -- cycles -------------------------------------------------------------------------------
+
+    def begin_cycle(self) -> None:
+        """Start counting a new cycle; a fatal stop of the last one is over, a signal is not."""
+        with self._lock:
+            self._stop = self._signal_stop
+            self._counts = _Counts()
+            self._failures = []
+            self._consecutive_transient = 0
+            self._started = time.monotonic()
+
+    def end_cycle(self) -> Summary:
+        """The summary of the cycle that just ended."""
+        with self._lock:
+            return Summary(
+                mode=self.mode,
+                **dataclasses.asdict(self._counts),
+                seconds=time.monotonic() - self._started,
+                stop=self._stop,
+                failures=tuple(self._failures),
+            )
