@@ -19,7 +19,6 @@ import os
 import signal
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 from spool_tool.journal import Journal
 from tests.faults.proxy import FaultProxy, FaultRule
 from tests.faults.runs import UNIQUE, assert_retry_ok
-from tests.helpers import SPOOL_TOOL, list_objects, make_files, run_cli
+from tests.helpers import SPOOL_TOOL, Daemon, list_objects, make_files, run_cli
 
 if TYPE_CHECKING:
     from devtools.seaweed import SeaweedServer
@@ -72,49 +71,6 @@ def journaled_keys(spool: Path) -> dict[str, str]:
         return {name: claim.key for name, claim in journal.claims.items()}
     finally:
         journal.close()
-
-
-class Daemon:
-    """``spool_tool --watch`` in a subprocess; stderr lines are collected as they come."""
-
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [*SPOOL_TOOL, "--watch", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def matching(self, text: str) -> list[str]:
-        return [line for line in list(self.lines) if text in line]
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
-        self.proc.send_signal(signum)
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return code
-
-    def close(self) -> None:
-        """Kill it if still running; always reap it and close the pipe."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
 
 
 # ------------------------------------------------------------------------------- row 11

@@ -116,7 +116,8 @@ class SpoolUploader:
                     return
                 if item is None:
                     return
-                self._ship(*item)
+                with self.state.shipping():
+                    self._ship(*item)
 
         workers = [
             threading.Thread(target=work, name=f"ship-{i}", daemon=True)

@@ -4,9 +4,10 @@
 
 Stopping. The first SIGTERM or SIGINT stops claiming files and lets the uploads in flight
 finish for up to ``STOP_GRACE_SECONDS`` (multipart uploads are aborted between parts); when the
-grace period runs out, or on a second signal, the process leaves at once. That is safe: every
-claimed file keeps its key in the journal, and the next run aborts any multipart upload left
-open and uploads the unfinished files again to the same keys.
+grace period runs out (or after ``IDLE_GRACE_SECONDS`` with no upload in flight, when the
+cycle waits on S3 for something else), or on a second signal, the process leaves at once.
+That is safe: every claimed file keeps its key in the journal, and the next run aborts any
+multipart upload left open and uploads the unfinished files again to the same keys.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 STOP_GRACE_SECONDS = 30.0
+IDLE_GRACE_SECONDS = 2.0  # after a signal, with no upload in flight, wait no longer than this
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -65,7 +67,7 @@ class Runner:
         self.daemon = daemon
         self.stopping = asyncio.Event()  # wakes a daemon waiting between cycles
         self._in_cycle = False
-        self._grace_timer: asyncio.TimerHandle | None = None
+        self._grace: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
@@ -89,24 +91,40 @@ class Runner:
         if self.state.signal is not None:
             self._exit_now(f"received {name} again: exiting at once", 128 + signum)
             return
-        reason = (
-            f"received {name}: finishing the uploads in flight "
-            f"(for up to {self.stop_grace:g} s), claiming no more"
-        )
+        reason = f"received {name}"
+        if self._in_cycle:
+            reason += (
+                f": finishing the uploads in flight (for up to {self.stop_grace:g} s), "
+                "claiming no more"
+            )
         self.state.request_stop(reason, signum)
         self.bus.emit(RunStopped(reason, signum, normal=self.daemon))
         self.stopping.set()
         for job in self.jobs:
             job.cancel()
         if self._in_cycle:
-            loop = asyncio.get_running_loop()
-            self._grace_timer = loop.call_later(self.stop_grace, self._grace_over, signum)
+            self._grace = asyncio.ensure_future(self._leave_after_grace(signum))
 
-    def _grace_over(self, signum: int) -> None:
-        reason = (
-            f"the uploads in flight did not finish within {self.stop_grace:g} s: abandoned "
-            "(the next run uploads them again, to the same keys)"
-        )
+    async def _leave_after_grace(self, signum: int) -> None:
+        """Leave at once if the cycle has not ended when the uploads in flight had
+        ``stop_grace`` seconds, or when none is in flight for ``IDLE_GRACE_SECONDS`` (the
+        cycle waits on something else: a pre-flight, an abort, a HEAD)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_grace
+        idle_since: float | None = None
+        while True:
+            await asyncio.sleep(0.05)
+            now = loop.time()
+            idle_since = None if self.state.in_flight else idle_since or now
+            if now >= deadline:
+                reason = (
+                    f"the uploads in flight did not finish within {self.stop_grace:g} s: "
+                    "abandoned (the next run uploads them again, to the same keys)"
+                )
+                break
+            if idle_since is not None and now - idle_since >= IDLE_GRACE_SECONDS:
+                reason = "no upload in flight, but S3 has not answered: left the request"
+                break
         self._exit_now(reason, 0 if self.daemon else 128 + signum)
 
     def _exit_now(self, reason: str, status: int) -> None:
@@ -127,9 +145,9 @@ class Runner:
             await asyncio.to_thread(self._cycle, cleanup=cleanup)
         finally:
             self._in_cycle = False
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-                self._grace_timer = None
+            if self._grace is not None:
+                self._grace.cancel()
+                self._grace = None
         return self.state.end_cycle()
 
     def _cycle(self, *, cleanup: bool) -> None:

@@ -12,9 +12,11 @@ stays in force for every later cycle, and the first signal's stop replaces a fat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
 
 from spool_tool.events import (
     DeleteFailed,
@@ -55,6 +57,7 @@ class RunState:
         self._failures: list[str] = []
         self._consecutive_transient = 0
         self._started = time.monotonic()
+        self.in_flight = 0  # files being shipped now
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -89,6 +92,18 @@ class RunState:
 
     def success(self) -> None:
         self._consecutive_transient = 0
+
+    @contextlib.contextmanager
+    def shipping(self) -> Iterator[None]:
+        """Count a file as in flight while it is shipped (the stop grace period waits for
+        those)."""
+        with self._lock:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     # -- counting (a listener; the bus calls it one event at a time) --------------------------
 
