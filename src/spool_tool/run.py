@@ -13,8 +13,10 @@ multipart upload left open and uploads the unfinished files again to the same ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Self
 
@@ -83,6 +85,10 @@ class Runner:
             job.close()
         for signum in _SIGNALS:
             loop.remove_signal_handler(signum)
+            if self.state.signal is not None:
+                # Stopping already: a second signal while the process winds down (closing,
+                # interpreter shutdown) still means "exit at once", never a traceback.
+                signal.signal(signum, _exit_at_once)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -171,6 +177,14 @@ class Runner:
             for spool in job.config.spool_dirs:
                 backlog = measure_backlog(spool, hold_for_seconds=job.config.hold_for * 60, now=now)
                 self.bus.emit(BacklogMeasured(backlog))
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    del frame
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(128 + signum)
 
 
 def run(

@@ -7,10 +7,11 @@ scan is still going they are the totals so far, and the percentage and ETA are l
 
 Cheap by construction, because a run of small files emits an event per file: an event only
 updates counters; a background thread redraws the line at most ``REFRESH_PER_SECOND`` times a
-second. Log lines go straight to the terminal above the line (``line_stream``): the line is
-erased before a log line and redrawn at the next tick. The line appears with the first upload
-(no flicker for runs with nothing to do); ``stop()`` erases it and shows the cursor again,
-which every exit path calls (end of run, exception, second signal, grace period over).
+second. Log lines are written above the line (``line_stream``), queued and written with the
+next redraw in one write (a write per line to a terminal costs more than a small upload).
+The line appears with the first upload (no flicker for runs with nothing to do); ``stop()``
+erases it and shows the cursor again, which every exit path calls (end of run, exception,
+second signal, grace period over).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ProgressDisplay:
         self.stream = stream
         self._clock = clock
         self._lock = threading.Lock()  # one writer at a time on the terminal
-        self._shown = False  # the status line is on screen now
+        self._pending: list[str] = []  # log lines to write before the next redraw
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._started = 0.0
@@ -108,10 +109,13 @@ class ProgressDisplay:
         return LineStream(self)
 
     def write_above(self, text: str) -> None:
+        """Queue a log line; the next redraw (at most 1/REFRESH_PER_SECOND s away) writes the
+        queued lines and the status line in one write: a terminal write per file would cost
+        more than the upload of a small file."""
         with self._lock:
-            if self._shown:
-                text = ERASE_LINE + text
-                self._shown = False
+            if self._thread is not None and not self._stopped.is_set():
+                self._pending.append(text)
+                return
             self.stream.write(text)
             self.stream.flush()
 
@@ -135,9 +139,12 @@ class ProgressDisplay:
         text = self.line()[: max(width - 1, 1)]  # never wrap: \r must reach the line's start
         with self._lock:
             if not self._stopped.is_set():
-                self.stream.write(f"{ERASE_LINE}{text}")
+                self.stream.write(f"{ERASE_LINE}{self._take_pending()}{text}")
                 self.stream.flush()
-                self._shown = True
+
+    def _take_pending(self) -> str:
+        lines, self._pending = "".join(self._pending), []
+        return lines
 
     def stop(self) -> None:
         """Erase the line and show the cursor again (idempotent; safe from any thread)."""
@@ -147,9 +154,8 @@ class ProgressDisplay:
         if self._thread is None:
             return
         with self._lock:
-            self.stream.write(ERASE_LINE + SHOW_CURSOR)
+            self.stream.write(ERASE_LINE + self._take_pending() + SHOW_CURSOR)
             self.stream.flush()
-            self._shown = False
 
     def __enter__(self) -> Self:
         return self

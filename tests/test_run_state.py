@@ -1,0 +1,316 @@
+"""Stopping and reporting a run (issue 9 items 9, 12-17): signals within a grace period, a
+terminal left clean, quiet cron and daemon logs, summaries that tell the truth, progress with
+totals. Terminal cases run under a pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, cast
+
+from spool_tool.events import (
+    BytesSent,
+    DaemonIdle,
+    Event,
+    EventBus,
+    FilesFound,
+    FileUploaded,
+    Summary,
+)
+from spool_tool.journal import Journal
+from spool_tool.observe.progress import SHOW_CURSOR, ProgressDisplay
+from spool_tool.watch import HEARTBEAT_SECONDS, _heartbeat
+from tests.helpers import SPOOL_TOOL, Daemon, make_files, run_cli
+
+if TYPE_CHECKING:
+    from devtools.seaweed import SeaweedServer
+    from spool_tool.run import Runner
+
+HIDE_CURSOR = b"\x1b[?25l"
+
+
+def _wait_for(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+# -- 9.9: SIGTERM against an endpoint that never answers ---------------------------------------
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        self.sock.close()
+
+
+def _black_hole_env(hole: BlackHole) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{hole.port}",
+    }
+
+
+def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
+    spool_dir: Path,
+) -> None:
+    make_files(spool_dir / "new", 3)
+    hole = BlackHole()
+    proc = subprocess.Popen(
+        [*SPOOL_TOOL, str(spool_dir), "s3://bucket/p/"],
+        env=_black_hole_env(hole),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hole.accepted.wait(30), "the run never reached the endpoint"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        hole.close()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert took < 10, took  # nothing was in flight: the 2 s idle grace, not the 30 s one
+    assert "Traceback" not in stderr
+    assert "received SIGTERM" in stderr
+    assert "exiting now: no upload in flight, but S3 has not answered" in stderr
+    assert sorted(p.name for p in (spool_dir / "new").iterdir()) == [
+        "f00000.dat",
+        "f00001.dat",
+        "f00002.dat",
+    ]
+
+
+# -- 9.12, 9.13, 9.17: the progress line -------------------------------------------------------
+
+
+def _on_pty(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [*SPOOL_TOOL, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    return proc, primary
+
+
+def _read_until_eof(primary: int, output: bytearray, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        output += chunk
+
+
+def test_progress_line_on_a_terminal_redraws_at_a_bounded_rate(spool_dir: Path) -> None:
+    """9.12: the line is redrawn a few times a second, not once per file; log lines are plain
+    text written above it (no per-file rendering)."""
+    make_files(spool_dir / "new", 3000, size=10)
+    proc, primary = _on_pty(str(spool_dir), "noop")
+    output = bytearray()
+    _read_until_eof(primary, output)
+    os.close(primary)
+    assert proc.wait(timeout=30) == 0
+    text = output.decode()
+    assert text.count("uploaded ") >= 3000
+    redraws = text.count("files ")  # one per redraw of the status line
+    assert redraws < 300, redraws  # 3,000 files: far fewer redraws than files
+    assert text.endswith("\r\x1b[2K" + SHOW_CURSOR) or SHOW_CURSOR in text.rsplit("summary", 1)[0]
+
+
+def test_two_ctrl_c_leave_the_terminal_restored(spool_dir: Path) -> None:
+    """9.13: SIGINT twice while the progress line is live: the cursor is shown again and the
+    line erased before the process exits."""
+    make_files(spool_dir / "new", 20000, size=10)
+    proc, primary = _on_pty(str(spool_dir), "noop")
+    output = bytearray()
+    deadline = time.monotonic() + 60
+    while HIDE_CURSOR not in output and time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 1)
+        if ready:
+            output += os.read(primary, 65536)
+    assert HIDE_CURSOR in output, "the progress line never appeared"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _read_until_eof(primary, output)
+    os.close(primary)
+    code = proc.wait(timeout=30)
+    assert code == 128 + signal.SIGINT
+    text = output.decode(errors="replace")
+    assert "Traceback" not in text
+    last_hide = text.rindex(HIDE_CURSOR.decode())
+    assert SHOW_CURSOR in text[last_hide:], text[-500:]
+    assert text.rstrip("\r\n").endswith(SHOW_CURSOR) or "\r\x1b[2K" in text[last_hide:]
+
+
+class _Terminal:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def fileno(self) -> int:
+        raise OSError("not a real terminal")
+
+
+def test_progress_shows_totals_percentage_eta_and_bytes_in_flight() -> None:
+    """9.17: totals from the scan, multipart parts counted while the file is in flight."""
+    now = [100.0]
+    display = ProgressDisplay(cast("IO[str]", _Terminal()), clock=lambda: now[0])
+    spool = Path("/spool")
+    display(FilesFound(spool, 4, 4_000_000, complete=False))
+    assert "%" not in display.line()  # the scan is still going: no percentage yet
+    display(FilesFound(spool, 0, 0, complete=True))
+    display(FileUploaded(spool / "new" / "a", "s3://b/a", 1_000_000, 0.1))
+    now[0] += 1
+    display(BytesSent(spool / "new" / "big", 1_000_000))  # a part of a file in flight
+    line = display.line()
+    assert line.startswith("2.0 MB / 4.0 MB, 50%, ")
+    assert "ETA 1s" in line
+    assert "files 1 / 4" in line
+    display.stop()
+
+
+# -- 9.14: a spool held by another run ---------------------------------------------------------
+
+
+def test_busy_spool_notice_once_at_info_and_silent_under_q(spool_dir: Path) -> None:
+    make_files(spool_dir / "new", 1)
+    (spool_dir / "completed").mkdir()
+    with Journal.open(spool_dir):  # another run holds the spool
+        loud = run_cli(spool_dir, "noop")
+        quiet = run_cli("-q", spool_dir, "noop")
+    assert loud.returncode == 0, loud.stderr
+    notices = [line for line in loud.stderr.splitlines() if "held by another" in line]
+    assert len(notices) == 1, loud.stderr
+    assert " INFO " in notices[0]
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
+
+
+# -- 9.15: the daemon's logs ---------------------------------------------------------------
+
+
+def test_daemon_logs_start_up_busy_cycles_only_and_a_normal_stop_at_info(
+    spool_dir: Path,
+) -> None:
+    daemon = Daemon(
+        "--interval", "0.2", "--log-format", "json", str(spool_dir), "noop",
+        env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: daemon.matching("daemon_started"), 30)
+        time.sleep(2)  # about ten idle cycles
+        assert daemon.matching('"summary"') == []
+        (spool_dir / "new" / "one.txt").write_text("x")
+        _wait_for(lambda: daemon.matching('"summary"'), 10)
+        code = daemon.stop(signal.SIGTERM)
+    finally:
+        daemon.close()
+    assert code == 0
+    events = [json.loads(line) for line in daemon.lines]
+    (started,) = [e for e in events if e["event"] == "daemon_started"]
+    assert str(spool_dir) in started["message"]
+    assert "noop://" in started["message"]
+    assert started["level"] == "info"
+    summaries = [e for e in events if e["event"] == "summary"]
+    assert [s["uploaded"] for s in summaries] == [1]
+    (stop,) = [e for e in events if e["event"] == "run_stopped"]
+    assert stop["level"] == "info"
+    assert not [e for e in events if e["level"] == "error"]
+
+
+def test_idle_daemon_heartbeat_at_most_every_few_minutes() -> None:
+    events: list[Event] = []
+    runner = cast("Runner", type("R", (), {"bus": EventBus([events.append])})())
+    now = time.monotonic()
+    idle = Summary()
+    assert _heartbeat(runner, idle, now - 10, 1) == now - 10
+    assert events == []
+    later = _heartbeat(runner, idle, now - HEARTBEAT_SECONDS - 1, 2)
+    assert later >= now
+    assert len(events) == 1
+    assert isinstance(events[0], DaemonIdle)
+    assert events[0].spools == 2
+    assert HEARTBEAT_SECONDS <= 300
+
+
+# -- 9.16: summaries that tell the truth -----------------------------------------------------
+
+
+def test_summary_of_a_fatal_stop_says_stopped_and_why(
+    seaweed: SeaweedServer, spool_dir: Path
+) -> None:
+    make_files(spool_dir / "new", 2)
+    result = run_cli(spool_dir, "s3://no-such-bucket-here/", env=seaweed.env())
+    assert result.returncode == 1
+    (summary,) = [line for line in result.stderr.splitlines() if "summary:" in line]
+    assert "stopped: " in summary
+    assert "bucket" in summary.lower()
+
+
+def test_summary_of_a_dry_run_says_what_it_would_do(spool_dir: Path) -> None:
+    make_files(spool_dir / "new", 3)
+    completed = spool_dir / "completed"
+    make_files(completed, 2, prefix="old")
+    for path in completed.iterdir():
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    result = run_cli("--dry-run", spool_dir, "noop")
+    assert result.returncode == 0, result.stderr
+    (summary,) = [line for line in result.stderr.splitlines() if "summary" in line]
+    assert "would upload 3 files" in summary
+    assert "would delete 2 files" in summary
+    assert "uploaded=0" not in summary
