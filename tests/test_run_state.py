@@ -162,13 +162,13 @@ def test_progress_line_on_a_terminal_redraws_at_a_bounded_rate(spool_dir: Path) 
     assert text.count("uploaded ") >= 3000
     redraws = text.count("files ")  # one per redraw of the status line
     assert redraws < 300, redraws  # 3,000 files: far fewer redraws than files
-    assert text.endswith("\r\x1b[2K" + SHOW_CURSOR) or SHOW_CURSOR in text.rsplit("summary", 1)[0]
+    assert text.rstrip("\r\n").endswith(SHOW_CURSOR)  # the line erased, the cursor back
 
 
 def test_two_ctrl_c_leave_the_terminal_restored(spool_dir: Path) -> None:
     """9.13: SIGINT twice while the progress line is live: the cursor is shown again and the
     line erased before the process exits."""
-    make_files(spool_dir / "new", 20000, size=10)
+    make_files(spool_dir / "new", 5000, size=10)
     proc, primary = _on_pty(str(spool_dir), "noop")
     output = bytearray()
     deadline = time.monotonic() + 60
@@ -183,12 +183,14 @@ def test_two_ctrl_c_leave_the_terminal_restored(spool_dir: Path) -> None:
     _read_until_eof(primary, output)
     os.close(primary)
     code = proc.wait(timeout=30)
-    assert code == 128 + signal.SIGINT
     text = output.decode(errors="replace")
+    # 130, or killed by the signal if it lands during interpreter shutdown, after the run
+    # ended (both are status 130 to a shell); either way the terminal must be restored.
+    assert code in {128 + signal.SIGINT, -signal.SIGINT}, text[-2000:]
     assert "Traceback" not in text
     last_hide = text.rindex(HIDE_CURSOR.decode())
     assert SHOW_CURSOR in text[last_hide:], text[-500:]
-    assert text.rstrip("\r\n").endswith(SHOW_CURSOR) or "\r\x1b[2K" in text[last_hide:]
+    assert text.rstrip("\r\n").endswith(SHOW_CURSOR), text[-500:]
 
 
 class _Terminal:
