@@ -119,6 +119,77 @@ def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
     ]
 
 
+class HangsOnPut(BlackHole):
+    """Answers GETs (the pre-flight) with ``NoSuchKey``; accepts PUTs and never answers."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            try:
+                chunk = conn.recv(4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            head += chunk
+        if head.startswith(b"PUT"):
+            self.accepted.set()
+            return  # never answer
+        body = b"<Error><Code>NoSuchKey</Code><Message>none</Message></Error>"
+        conn.sendall(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        conn.close()
+
+
+def test_sigterm_abandons_uploads_in_flight_when_the_grace_period_ends(spool_dir: Path) -> None:
+    """The uploads in flight get the grace period (1.5 s here, 30 s by default), then the
+    process leaves with one line; the files stay in new/ with their keys journaled."""
+    make_files(spool_dir / "new", 2)
+    hole = HangsOnPut()
+    code = (
+        "import sys, spool_tool.run as r; r.STOP_GRACE_SECONDS = 1.5; "
+        "from spool_tool.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen(
+        [SPOOL_TOOL[0], "-c", code, "--addressing-style", "path", str(spool_dir), "s3://bucket/"],
+        env=_black_hole_env(hole),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hole.accepted.wait(30), "no PUT reached the endpoint"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        hole.close()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert 1.4 <= took < 10, took
+    assert "Traceback" not in stderr
+    assert "exiting now: the uploads in flight did not finish within 1.5 s" in stderr
+    assert len(list((spool_dir / "new").iterdir())) == 2
+    journal = Journal.read_only(spool_dir)
+    assert journal is not None
+    with journal:
+        assert len(journal.claims) == 2  # the next run uploads them to the same keys
+
+
 # -- 9.12, 9.13, 9.17: the progress line -------------------------------------------------------
 
 

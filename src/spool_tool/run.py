@@ -56,7 +56,7 @@ class Runner:
         *,
         destination_factory: DestinationFactory = make_destination,
         measure_backlog: bool = False,
-        stop_grace: float = STOP_GRACE_SECONDS,
+        stop_grace: float | None = None,
         daemon: bool = False,
     ) -> None:
         self.jobs = [Job(c) for c in configs]
@@ -65,7 +65,7 @@ class Runner:
         self.bus = EventBus([self.state, *listeners])  # counted before anyone reports
         self.destination_factory = destination_factory
         self.measure_backlog = measure_backlog
-        self.stop_grace = stop_grace
+        self.stop_grace = STOP_GRACE_SECONDS if stop_grace is None else stop_grace
         self.daemon = daemon
         self.stopping = asyncio.Event()  # wakes a daemon waiting between cycles
         self._in_cycle = False
@@ -193,7 +193,7 @@ def run(
     *,
     destination_factory: DestinationFactory = make_destination,
     measure_backlog: bool = False,
-    stop_grace: float = STOP_GRACE_SECONDS,
+    stop_grace: float | None = None,
 ) -> Summary:
     """Run both phases once over every job; return the summary (``summary.ok``: exit 0 or 1).
 
