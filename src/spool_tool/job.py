@@ -48,7 +48,7 @@ class Job:
     config: Config
     destination: Destination | None = None
     error: str | None = None  # the destination could not be set up (no credentials...)
-    _busy: set[Path] = field(default_factory=set)  # spools held by another process this cycle
+    _busy: set[Path] = field(default_factory=set, init=False, repr=False)  # held by another run
 
     def open(self, factory: DestinationFactory) -> None:
         """Set up the destination if a phase needs S3 (a dry run never does)."""
