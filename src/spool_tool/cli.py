@@ -129,7 +129,7 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
             )
     summary = app.execute(configs, app_options, writer)
     if app_options.watch:
-        return EXIT_OK  # a daemon ends on a signal, its normal stop; failures were logged
+        return ExitStatus.OK  # a daemon ends on a signal, its normal stop; failures were logged
     if summary.signal is not None:
         return ExitStatus.SIGNAL + summary.signal
     return ExitStatus.OK if summary.ok else ExitStatus.FAILED
