@@ -7,13 +7,70 @@
   retries; the file stays in ``new/`` and the next run retries it under the same key.
 * ``FatalError``   -- the run cannot succeed for any file (bad credentials, no such bucket,
   access denied, clock skew, endpoint unreachable); stop claiming, report once, exit 1.
+
+Errors are values: the raise site fills in fields (the local ``path``, the object's ``uri``, the
+S3 ``endpoint``, the S3 error ``code``, the ``cause`` underneath, a ``hint`` for the operator)
+and ``message()`` builds the one-line sentence, here and nowhere else. Readers that show the
+path or URI themselves (the log line of a failed file) take ``detail()``, the sentence without
+its subject, instead of cutting the subject off a string.
 """
 
 from __future__ import annotations
 
+import os
+
+from spool_tool.display import display_name
+
 
 class SpoolToolError(Exception):
-    """Base of every error spool_tool raises on purpose."""
+    """Base of every error spool_tool raises on purpose.
+
+    ``reason`` says what went wrong in our words ("cannot reach the S3 endpoint"); ``cause`` is
+    the text underneath (S3's own message, an OS error) when it adds something.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        uri: str | None = None,
+        endpoint: str | None = None,
+        code: str | None = None,
+        cause: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+        self.uri = uri
+        self.endpoint = endpoint
+        self.code = code
+        self.cause = cause
+        self.hint = hint
+
+    def subject(self) -> str | None:
+        """What the sentence is about: the local file, else the object or bucket URI."""
+        if self.path is not None:
+            return display_name(self.path)
+        return display_name(self.uri) if self.uri is not None else None
+
+    def detail(self) -> str:
+        """``[CODE: ]reason[ ENDPOINT][: cause][ (hint)]``: the sentence without its subject."""
+        text = f"{self.code}: {self.reason}" if self.code else self.reason
+        if self.endpoint:
+            text = f"{text} {self.endpoint}"
+        if self.cause and self.cause != self.reason:
+            text = f"{text}: {self.cause}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def message(self) -> str:
+        """The one line shown to people: ``SUBJECT: detail``."""
+        subject = self.subject()
+        return f"{subject}: {self.detail()}" if subject else self.detail()
+
+    def __str__(self) -> str:
+        return self.message()
 
 
 class ConfigError(SpoolToolError):

@@ -151,7 +151,7 @@ class SpoolUploader:
                         candidate.name, st.st_dev, st.st_ino, self._key_for(candidate, now)
                     )
                 except FileError as exc:
-                    self._fail(candidate.path, None, "file", str(exc))
+                    self._fail(candidate.path, None, "file", exc.detail())
                     continue
                 fresh.append(claim)
             ready.append((candidate, claim))
@@ -192,29 +192,31 @@ class SpoolUploader:
     def _check_unchanged(source: Source, claim: Claim) -> None:
         if not unchanged_since(source):
             raise ChangedDuringUploadError(
-                f"{source.path}: changed while uploading; left in new/ for the next run "
-                f"(same key {claim.key})"
+                "changed while uploading; left in new/ for the next run",
+                path=source.path,
+                hint=f"same key {claim.key}",
             )
 
     def _handle_failure(self, path: Path, uri: str, exc: Exception) -> None:
-        """Report a failed file and decide whether the run goes on."""
+        """Report a failed file and decide whether the run goes on. The event carries the
+        error's ``detail()``: the log line names the file and URI itself."""
         if isinstance(exc, ChangedDuringUploadError):
-            self._fail(path, uri, "changed", str(exc))
+            self._fail(path, uri, "changed", exc.detail())
         elif isinstance(exc, FatalError):
-            self._fail(path, uri, "fatal", str(exc))
+            self._fail(path, uri, "fatal", exc.detail())
             self._stop_run(str(exc))
         elif isinstance(exc, RetryableError):
-            self._fail(path, uri, "retryable", str(exc))
+            self._fail(path, uri, "retryable", exc.detail())
             count = self.state.transient_failure()
             if count >= TRANSIENT_FAILURE_LIMIT:
                 self._stop_run(f"S3 kept failing ({count} files in a row): {exc}")
         elif isinstance(exc, SpoolToolError):
-            self._fail(path, uri, "file", str(exc))
+            self._fail(path, uri, "file", exc.detail())
         elif isinstance(exc, OSError):
-            self._fail(path, uri, "file", f"{path}: {exc.strerror or exc}")
+            self._fail(path, uri, "file", str(exc.strerror or exc))
         else:
             log.debug("internal error on %s", path, exc_info=exc)
-            self._fail(path, uri, "file", f"{path}: internal error: {exc!r}")
+            self._fail(path, uri, "file", f"internal error: {exc!r}")
 
     def _stop_run(self, reason: str) -> None:
         if self.state.request_stop(reason):
@@ -346,7 +348,7 @@ def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) 
     try:
         return full_key(config.destination.prefix, rendered)
     except FileError as exc:
-        raise FileError(f"{candidate.path}: {exc}") from exc
+        raise FileError(exc.detail(), path=candidate.path) from exc
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from spool_tool.display import display_name
 from spool_tool.errors import FileError
 from spool_tool.scan import entry_kind
 
@@ -64,7 +65,7 @@ class Source:
             offset += len(chunk)
         data = b"".join(chunks)
         if len(data) != self.size:
-            raise FileError(f"{self.path}: size changed while reading")
+            raise FileError("size changed while reading", path=self.path)
         return data
 
     def close(self) -> None:
@@ -79,12 +80,12 @@ def open_source(path: Path) -> Source:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise FileError(f"{path}: is a symlink, not uploaded") from exc
-        raise FileError(f"{path}: cannot open: {exc.strerror}") from exc
+            raise FileError("is a symlink, not uploaded", path=path) from exc
+        raise FileError("cannot open", path=path, cause=exc.strerror) from exc
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise FileError(f"{path}: not a regular file ({entry_kind(st.st_mode)})")
+        raise FileError(f"not a regular file ({entry_kind(st.st_mode)})", path=path)
     return Source(path, fd, st)
 
 
@@ -149,7 +150,7 @@ class SpoolFS:
                 return self._copy_then_delete(src, completed)
             os.unlink(src)
             return dst
-        raise FileError(f"{src}: too many files named like it in {completed}")
+        raise FileError(f"too many files named like it in {display_name(completed)}", path=src)
 
     def _copy_then_delete(self, src: Path, completed: Path) -> Path:
         tmp = completed / f".{src.name}.spool_tool-partial"
@@ -182,7 +183,7 @@ class SpoolFS:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        raise FileError(f"{src}: too many files named like it in {completed}")
+        raise FileError(f"too many files named like it in {display_name(completed)}", path=src)
 
     def finish_interrupted_move(self, src: Path, completed: Path) -> bool:
         """If a crash hit between ``link`` and ``unlink``, ``src`` is also linked in

@@ -12,20 +12,31 @@ Safety notes, measured on obstore 0.12.1:
   (``BadDigest``).
 * Only the *synchronous* ``obstore.put`` is used, from a thread pool: ``put_async`` can abort
   the interpreter at exit (a tokio thread racing Python finalisation; pyo3-async-runtimes #40).
-* obstore raises few typed errors: status and S3 code are parsed from the message.
+* obstore raises few typed errors: status, S3 code and connection error kind are read from
+  its message (``ObstorePuts.failure_of``, this engine's half of ``s3errors``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from spool_tool.destinations.s3errors import FATAL_CODES, HINTS
+from spool_tool.destinations.s3errors import (
+    RetryNotice,
+    S3Failure,
+    Transport,
+    backoff_delay,
+    classify,
+    classify_preflight,
+    worth_retrying,
+)
 from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
@@ -39,8 +50,10 @@ if TYPE_CHECKING:
 _AWS_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
 _STATUS = re.compile(r"non-2xx status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
+_MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 CREDENTIAL_TTL = timedelta(minutes=10)
+_T = TypeVar("_T")
 # What obstore can send. "auto" is CRC64NVME: as strong against transmission errors as any CRC
 # and the cheapest for both ends to compute (the server verifies every byte; see BENCHMARKS.md).
 OBSTORE_CHECKSUMS = {"auto": "crc64nvme", "crc64nvme": "crc64nvme", "sha256": "sha256"}
@@ -166,15 +179,8 @@ def make_store(
     }
     if (endpoint.url or "").startswith("http://"):
         client_options["allow_http"] = True
-    retry_config: RetryConfig = {
-        "max_retries": max(options.max_attempts - 1, 0),
-        "retry_timeout": timedelta(seconds=options.read_timeout * options.max_attempts),
-        "backoff": {
-            "init_backoff": timedelta(milliseconds=100),
-            "max_backoff": timedelta(seconds=20),
-            "base": 2,
-        },
-    }
+    # ObstorePuts retries (so that retries are seen and bounded like botocore's): none here.
+    retry_config: RetryConfig = {"max_retries": 0}
     return S3Store(
         bucket,
         config=config,
@@ -184,19 +190,127 @@ def make_store(
     )
 
 
-def put(
-    store: S3Store, key: str, data: bytes, attributes: dict[str, str], *, no_clobber: bool
-) -> PutResult:
-    import obstore  # noqa: PLC0415
+class ObstorePuts:
+    """Single PUTs and the pre-flight through obstore, retried here (obstore's own retries are
+    off, so that a retry is seen: ``RetryNotice``) with the same table and backoff as botocore.
 
-    return obstore.put(
-        store,
-        key,
-        data,
-        use_multipart=False,
-        attributes=attributes or None,
-        mode="create" if no_clobber else "overwrite",
-    )
+    A request gives up after ``max_attempts`` attempts of at most ``read_timeout`` each (obstore's
+    ``timeout`` covers the whole request), plus the backoff between them."""
+
+    def __init__(self, store: S3Store, endpoint: Endpoint, options: S3Options) -> None:
+        self.store = store
+        self.endpoint = endpoint.url or f"https://s3.{endpoint.region}.amazonaws.com"
+        self.options = options
+        self.notice = RetryNotice(self.endpoint, options.max_attempts)
+
+    def put(
+        self, key: str, data: bytes, attributes: dict[str, str], uri: str, *, no_clobber: bool
+    ) -> PutResult:
+        import obstore  # noqa: PLC0415
+
+        def send() -> PutResult:
+            return obstore.put(
+                self.store,
+                key,
+                data,
+                use_multipart=False,
+                attributes=attributes or None,
+                mode="create" if no_clobber else "overwrite",
+            )
+
+        try:
+            return self._with_retries(send)
+        except Exception as exc:
+            raise self.translate(exc, uri) from exc
+
+    def preflight(self, uri: str) -> None:
+        """Fail fast when no PUT can succeed: GET a key that cannot exist (the answer is read by
+        ``s3errors.classify_preflight``, as on the boto3 path)."""
+        import obstore  # noqa: PLC0415
+
+        try:
+            self._with_retries(
+                lambda: obstore.get(self.store, f".spool_tool-preflight/{uuid.uuid4()}")
+            )
+        except Exception as exc:
+            failure = self.failure_of(exc)
+            if failure is None:
+                raise FatalError(self.translate(exc, uri).detail(), uri=uri) from exc
+            error = classify_preflight(failure, uri)
+            if error is not None:
+                raise error from exc
+
+    def _with_retries(self, send: Callable[[], _T]) -> _T:
+        attempt = 1
+        while True:
+            try:
+                result = send()
+            except Exception as exc:
+                failure = self.failure_of(exc)
+                last = attempt >= self.options.max_attempts
+                if failure is None or last or not worth_retrying(failure):
+                    raise
+                self.notice.retrying(failure)
+                time.sleep(backoff_delay(attempt, failure))
+                attempt += 1
+            else:
+                self.notice.succeeded()
+                return result
+
+    def failure_of(self, exc: BaseException) -> S3Failure | None:
+        """What the request saw, from obstore's exception: its class and, since obstore has no
+        typed fields for them, the status, S3 code and connection error kind in its text."""
+        from obstore.exceptions import (  # noqa: PLC0415
+            AlreadyExistsError,
+            BaseError,
+            PermissionDeniedError,
+            PreconditionError,
+            UnauthenticatedError,
+        )
+
+        if isinstance(exc, AlreadyExistsError | PreconditionError):
+            return S3Failure(code="PreconditionFailed", status=412, endpoint=self.endpoint)
+        if not isinstance(exc, BaseError | FileNotFoundError):
+            return None
+        text = str(exc)
+        status = int(m.group(1)) if (m := _STATUS.search(text)) else None
+        if status is None and isinstance(exc, FileNotFoundError):
+            status = 404
+        if status is None and isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+            status = 403
+        code = m.group(1) if (m := _CODE.search(text)) else None
+        message = m.group(1) if (m := _MESSAGE.search(text)) else None
+        if status is not None or code is not None:
+            return S3Failure(code=code, status=status, message=message, endpoint=self.endpoint)
+        transport = _transport(text)
+        if transport is None:
+            return None
+        timeout = self.options.read_timeout
+        if transport == "connect_timeout":
+            timeout = self.options.connect_timeout
+        return S3Failure(transport=transport, endpoint=self.endpoint, timeout=timeout)
+
+    def translate(self, exc: BaseException, uri: str) -> SpoolToolError:
+        """Classify an obstore exception raised while working on ``uri``."""
+        failure = self.failure_of(exc)
+        if failure is not None:
+            return classify(failure, uri)
+        if isinstance(exc, ValueError):
+            return FileError("invalid key", uri=uri, cause=str(exc))
+        return RetryableError(type(exc).__name__, uri=uri, cause=str(exc).splitlines()[0])
+
+
+def _transport(text: str) -> Transport | None:
+    kind = m.group(1) if (m := _HTTP_KIND.search(text)) else None
+    if kind == "Connect":
+        if "ConnectionRefused" in text:
+            return "refused"
+        return "connect_timeout" if "TimedOut" in text else "connect"
+    if kind == "Timeout":
+        return "read_timeout"
+    if kind is not None:
+        return "reset"  # Interrupted, Request, Decode...: the connection broke mid-request
+    return None
 
 
 def attributes_for(args: dict[str, Any]) -> dict[str, str]:
@@ -207,58 +321,3 @@ def attributes_for(args: dict[str, Any]) -> dict[str, str]:
     if "ContentEncoding" in args:
         attributes["Content-Encoding"] = args["ContentEncoding"]
     return attributes
-
-
-def translate(exc: BaseException, where: str) -> SpoolToolError:
-    """Classify an obstore exception (its message carries the HTTP status and S3 code)."""
-    from obstore.exceptions import (  # noqa: PLC0415
-        AlreadyExistsError,
-        PermissionDeniedError,
-        PreconditionError,
-        UnauthenticatedError,
-    )
-
-    text = str(exc)
-    status = int(m.group(1)) if (m := _STATUS.search(text)) else None
-    code = m.group(1) if (m := _CODE.search(text)) else None
-    kind = m.group(1) if (m := _HTTP_KIND.search(text)) else None
-    short = f"{code or status or type(exc).__name__}"
-    if isinstance(exc, AlreadyExistsError | PreconditionError) or status == 412:  # noqa: PLR2004
-        return FileError(f"{where}: an object already exists at this key (no-clobber)")
-    if code in FATAL_CODES:
-        return FatalError(f"{where}: {code}{HINTS.get(code, '')}")
-    if isinstance(exc, FileNotFoundError):
-        return FatalError(f"{where}: {code or 'NoSuchBucket'}: the bucket does not exist")
-    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in {401, 403}:
-        return FatalError(f"{where}: {short}: access denied or bad credentials")
-    if code in {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}:
-        return RetryableError(f"{where}: {code}: the body was corrupted in transit")
-    if status is not None and (status >= 500 or status == 429):  # noqa: PLR2004
-        return RetryableError(f"{where}: {short}: the server failed (HTTP {status})")
-    if status is not None:
-        return FileError(f"{where}: {short}: HTTP {status}")
-    if kind == "Connect":
-        return FatalError(f"{where}: cannot reach the S3 endpoint ({kind})")
-    if isinstance(exc, ValueError):
-        return FileError(f"{where}: invalid key: {exc}")
-    return RetryableError(f"{where}: {kind or type(exc).__name__}: {text.splitlines()[0]}")
-
-
-def preflight(store: S3Store, where: str) -> None:
-    """Fail fast when no PUT can succeed, without a botocore client: GET a key that cannot
-    exist. NoSuchKey means the bucket is there; AccessDenied is what a PutObject-only policy
-    answers (fine); NoSuchBucket, bad credentials, clock skew or no connection stop the run."""
-    import obstore  # noqa: PLC0415
-
-    try:
-        obstore.get(store, f".spool_tool-preflight/{uuid.uuid4()}")
-    except Exception as exc:
-        code = m.group(1) if (m := _CODE.search(str(exc))) else None
-        if code in {"NoSuchKey", "AccessDenied"}:
-            return
-        if isinstance(exc, FileNotFoundError) and code != "NoSuchBucket":
-            return  # a 404 for the key itself
-        error = translate(exc, where)
-        if isinstance(error, FatalError):
-            raise error from exc
-        # anything transient: the uploads retry and report it themselves

@@ -14,12 +14,14 @@ import hashlib
 import os
 import threading
 import urllib.parse
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, cast
 
 import botocore.config
 import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+from botocore.compat import HAS_CRT
+from botocore.exceptions import BotoCoreError, ClientError, ConfigParseError, ProfileNotFound
 
 from spool_tool.budget import ByteBudget
 from spool_tool.destinations import obstore_put
@@ -30,8 +32,15 @@ from spool_tool.destinations.base import (
     UploadIdRecorder,
     UploadResult,
 )
-from spool_tool.destinations.s3errors import translate
-from spool_tool.errors import ConfigError, FatalError, FileError, RetryableError, SpoolToolError
+from spool_tool.destinations.boto_errors import (
+    BotoContext,
+    failure_of,
+    translate,
+    translate_preflight,
+)
+from spool_tool.destinations.s3errors import RetryNotice
+from spool_tool.display import display_name
+from spool_tool.errors import ConfigError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -40,6 +49,8 @@ if TYPE_CHECKING:
     from spool_tool.spoolfs import Source
 
 PARTS_IN_FLIGHT_PER_FILE = 4
+# Checksums botocore computes only with awscrt (a dependency; checked in case it is missing).
+CRT_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})
 
 
 def make_session(options: S3Options) -> botocore.session.Session:
@@ -52,7 +63,31 @@ def make_session(options: S3Options) -> botocore.session.Session:
         session.get_scoped_config()  # raises ProfileNotFound now rather than mid-run
     except ProfileNotFound as exc:
         raise ConfigError(f"--profile {options.profile!r}: no such AWS profile") from exc
+    except ConfigParseError as exc:
+        raise ConfigError(_config_parse_reason(exc)) from exc
     return session
+
+
+def _config_parse_reason(exc: ConfigParseError) -> str:
+    """Name the AWS config or credentials file botocore could not parse, and the line."""
+    where = display_name(str(exc.kwargs.get("path", "?")))
+    parsing = exc.__context__
+    line = getattr(parsing, "lineno", None)
+    errors = getattr(parsing, "errors", None)
+    if line is None and errors:
+        line = errors[0][0]
+    at = f", line {line}" if line is not None else ""
+    return f"cannot parse the AWS config file {where}{at} (a [section] header is malformed?)"
+
+
+def check_checksum_support(options: S3Options) -> None:
+    """Refuse, before any file is touched, a checksum botocore cannot compute here (botocore
+    sends every multipart upload, whichever engine sends the single PUTs)."""
+    if options.checksum in CRT_CHECKSUMS and not HAS_CRT:
+        raise ConfigError(
+            f"--checksum {options.checksum} needs the awscrt package on the boto3 path "
+            "(pip install awscrt)"
+        )
 
 
 def make_client(session: botocore.session.Session, options: S3Options, pool_size: int) -> S3Client:
@@ -67,9 +102,43 @@ def make_client(session: botocore.session.Session, options: S3Options, pool_size
     )
     try:
         client = session.create_client("s3", endpoint_url=options.endpoint_url, config=config)
-        return cast("S3Client", client)
     except (BotoCoreError, ValueError) as exc:
         raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+    return cast("S3Client", client)
+
+
+def watch_retries(client: S3Client, notice: RetryNotice, ctx: BotoContext) -> None:
+    """Tell ``notice`` when botocore retries a request (its retry handler decides) and when a
+    request succeeds, through the client's event hooks."""
+
+    def on_needs_retry(caught_exception: Exception | None = None, **kwargs: Any) -> None:
+        context = kwargs["request_dict"]["context"]
+        context["spool_tool_failure"] = _attempt_failure(caught_exception, kwargs["response"], ctx)
+
+    def on_request(request: Any, **_: Any) -> None:
+        context = request.context
+        failure = context.get("spool_tool_failure")
+        if context.get("retries", {}).get("attempt", 1) > 1 and failure is not None:
+            notice.retrying(failure)
+
+    def on_after_call(http_response: Any, **_: Any) -> None:
+        if http_response.status_code < 300:  # noqa: PLR2004 - HTTP status
+            notice.succeeded()
+
+    events = client.meta.events
+    events.register("needs-retry.s3", on_needs_retry, unique_id="spool_tool-needs-retry")
+    events.register("request-created.s3", on_request, unique_id="spool_tool-request")
+    events.register("after-call.s3", on_after_call, unique_id="spool_tool-after-call")
+
+
+def _attempt_failure(exc: Exception | None, response: Any, ctx: BotoContext) -> Any:
+    if exc is not None:
+        return failure_of(exc, ctx)
+    if response is None:
+        return None
+    http, parsed = response
+    error = ClientError(parsed, "request") if http.status_code >= 300 else None  # noqa: PLR2004
+    return failure_of(error, ctx) if error is not None else None
 
 
 def _md5_b64(data: bytes | memoryview) -> str:
@@ -84,6 +153,9 @@ class S3Destination:
         self.session = make_session(options)
         self._pool_size = concurrency + PARTS_IN_FLIGHT_PER_FILE * 4
         self._client: S3Client | None = None
+        self._boto = BotoContext(
+            options.endpoint_url, options.connect_timeout, options.read_timeout
+        )
         self._client_lock = threading.Lock()
         self._store = self._fast_path(options)
         self._parts = ThreadPoolExecutor(
@@ -94,20 +166,32 @@ class S3Destination:
         self._preflight_passed = False
         self._object_args = object_args(options)
         self.budget = ByteBudget()  # file data in memory at once, over all uploads
+        check_checksum_support(options)
 
     @property
     def client(self) -> S3Client:
         """The botocore client, created on first use (multipart, HEAD, abort, boto3 engine)."""
         with self._client_lock:
             if self._client is None:
-                self._client = make_client(self.session, self.options, self._pool_size)
+                client = make_client(self.session, self.options, self._pool_size)
+                options = self.options
+                self._boto = BotoContext(
+                    client.meta.endpoint_url, options.connect_timeout, options.read_timeout
+                )
+                watch_retries(
+                    client, RetryNotice(self._boto.endpoint, self.options.max_attempts), self._boto
+                )
+                self._client = client
             return self._client
+
+    def _translate(self, exc: Exception, uri: str) -> SpoolToolError:
+        return translate(exc, uri, self._boto)
 
     def cancel(self) -> None:
         """Stop multipart uploads between parts (they are aborted); single PUTs finish."""
         self._cancelled.set()
 
-    def _fast_path(self, options: S3Options) -> Any:
+    def _fast_path(self, options: S3Options) -> obstore_put.ObstorePuts | None:
         """The obstore store for single PUTs, or None to send everything through boto3."""
         if options.engine == "boto3":
             return None
@@ -123,7 +207,8 @@ class S3Destination:
             endpoint = obstore_put.endpoint_without_client(self.session, options, self.bucket)
             if endpoint is None:
                 endpoint = obstore_put.endpoint_from_client(self.client)
-            return obstore_put.make_store(self.session, endpoint, self.bucket, options)
+            store = obstore_put.make_store(self.session, endpoint, self.bucket, options)
+            return obstore_put.ObstorePuts(store, endpoint, options)
         except ImportError:
             if options.engine == "obstore":
                 raise ConfigError(
@@ -142,21 +227,19 @@ class S3Destination:
         self._preflight_passed = True
 
     def _check_destination(self) -> None:
+        """GET a key that cannot exist, through the engine that sends the PUTs: the answer
+        (``s3errors.classify_preflight``) says whether uploads can succeed. Only FatalError
+        comes out: a timeout or reset that outlasted the retries stops the run too."""
         where = f"s3://{self.bucket}"
         if self._store is not None:
-            obstore_put.preflight(self._store, where)
+            self._store.preflight(where)
             return
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status == 404:  # noqa: PLR2004
-                raise FatalError(f"{where}: NoSuchBucket: the bucket does not exist") from exc
-            if status in {301, 400}:
-                raise translate(exc, where) from exc
-            # 403: a least-privilege policy may not allow s3:ListBucket; PUT will tell.
+            self.client.get_object(Bucket=self.bucket, Key=f".spool_tool-preflight/{uuid.uuid4()}")
         except Exception as exc:
-            raise translate(exc, where) from exc
+            error = translate_preflight(exc, where, self._boto)
+            if error is not None:
+                raise error from exc
 
     def upload(
         self,
@@ -196,7 +279,7 @@ class S3Destination:
 
     def _put_in_memory(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
         if self._store is not None:
-            return self._put_fast(source, key, args)
+            return self._put_fast(self._store, source, key, args)
         where = self.uri.uri_for(key)
         try:
             data = source.read_all()
@@ -205,24 +288,19 @@ class S3Destination:
                 extra["IfNoneMatch"] = "*"
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         except Exception as exc:
-            raise translate(exc, where) from exc
+            raise self._translate(exc, where) from exc
         return UploadResult(
             key, len(data), response.get("ETag"), self._confirmed_checksum(response)
         )
 
-    def _put_fast(self, source: Source, key: str, args: dict[str, Any]) -> UploadResult:
+    def _put_fast(
+        self, store: obstore_put.ObstorePuts, source: Source, key: str, args: dict[str, Any]
+    ) -> UploadResult:
         where = self.uri.uri_for(key)
         data = source.read_all()
-        try:
-            result = obstore_put.put(
-                self._store,
-                key,
-                data,
-                obstore_put.attributes_for(args),
-                no_clobber=self.options.no_clobber,
-            )
-        except Exception as exc:
-            raise obstore_put.translate(exc, where) from exc
+        result = store.put(
+            key, data, obstore_put.attributes_for(args), where, no_clobber=self.options.no_clobber
+        )
         # S3 verified the body against our x-amz-checksum-*; the ETag (the body's MD5 for
         # a single PUT) is what --verify-before-delete compares later.
         return UploadResult(key, len(data), result.get("e_tag"), None)
@@ -241,7 +319,7 @@ class S3Destination:
         try:
             created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
         except Exception as exc:
-            raise translate(exc, where) from exc
+            raise self._translate(exc, where) from exc
         upload_id = created["UploadId"]
         record_upload_id(upload_id)
         try:
@@ -260,7 +338,7 @@ class S3Destination:
             self._abort_quietly(key, upload_id)
             record_upload_id(None)
             if isinstance(exc, Exception):
-                raise translate(exc, where) from exc
+                raise self._translate(exc, where) from exc
             raise
         record_upload_id(None)
         return UploadResult(
@@ -282,7 +360,7 @@ class S3Destination:
                         break
                     if self._cancelled.is_set():
                         raise RetryableError(
-                            f"{source.path}: interrupted; multipart upload aborted"
+                            "interrupted; multipart upload aborted", path=source.path
                         )
                     future = self._parts.submit(
                         self._send_part, source, key, upload_id, number, offset
@@ -313,7 +391,7 @@ class S3Destination:
     ) -> dict[str, Any]:
         data = os.pread(source.fd, length, offset)
         if len(data) != length:
-            raise FileError(f"{source.path}: file shrank while uploading")
+            raise FileError("file shrank while uploading", path=source.path)
         response = self.client.upload_part(
             Bucket=self.bucket,
             Key=key,
@@ -339,9 +417,9 @@ class S3Destination:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                 return  # already gone: completed or aborted
-            raise translate(exc, self.uri.uri_for(key)) from exc
+            raise self._translate(exc, self.uri.uri_for(key)) from exc
         except Exception as exc:
-            raise translate(exc, self.uri.uri_for(key)) from exc
+            raise self._translate(exc, self.uri.uri_for(key)) from exc
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -350,9 +428,9 @@ class S3Destination:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if status == 404:  # noqa: PLR2004
                 return None
-            raise translate(exc, self.uri.uri_for(key)) from exc
+            raise self._translate(exc, self.uri.uri_for(key)) from exc
         except Exception as exc:
-            raise translate(exc, self.uri.uri_for(key)) from exc
+            raise self._translate(exc, self.uri.uri_for(key)) from exc
         checksum = None
         if self._algorithm is not None:
             value = response.get(f"Checksum{self._algorithm}")

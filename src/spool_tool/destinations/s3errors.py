@@ -1,111 +1,233 @@
-"""Translate botocore exceptions into spool_tool's error classes, at the S3 boundary."""
+"""The one classification of S3 failures, for every S3 engine.
+
+Each engine maps its own exception types onto an ``S3Failure`` (the S3 error code, the HTTP
+status, or what went wrong on the connection) and calls ``classify``; this module decides, from
+that alone, whether the request is worth another attempt and what the caller does once the
+attempts are spent: retry the file in a later run, skip this file, or stop the run. Nothing here
+knows botocore or obstore.
+"""
 
 from __future__ import annotations
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ProxyConnectionError,
-    ReadTimeoutError,
-    TokenRetrievalError,
-)
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Literal
 
 from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
 
-# Codes after which no upload of this run can succeed.
-FATAL_CODES = frozenset(
-    {
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "AccessDenied",
-        "AllAccessDisabled",
-        "AccountProblem",
-        "NoSuchBucket",
-        "InvalidBucketName",
-        "PermanentRedirect",
-        "AuthorizationHeaderMalformed",
-        "RequestTimeTooSkewed",
-        "InvalidSecurity",
-        "NotSignedUp",
-        "403",
-    }
-)
-RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeout",
-        "RequestThrottled",
-        "ServiceUnavailable",
-        "InternalError",
-        "BadDigest",  # the body was corrupted on the way: send it again
-        "XAmzContentSHA256Mismatch",
-        "InvalidDigest",
-        "IncompleteBody",
-        "OperationAborted",
-    }
-)
+log = logging.getLogger(__name__)
+
+Outcome = Literal["retry", "skip", "stop"]
+"""``retry``: the file stays and a later run retries it (RetryableError); ``skip``: this file
+cannot be shipped now (FileError); ``stop``: no file of this run can succeed (FatalError)."""
+
+Transport = Literal["refused", "connect", "connect_timeout", "reset", "read_timeout"]
+"""What went wrong on the connection when no S3 answer came back."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Failure:
+    """A failed S3 request in engine-neutral terms (what an engine saw, nothing decided)."""
+
+    code: str | None = None  # S3's error code ("SlowDown"), when an S3 answer came back
+    status: int | None = None  # its HTTP status
+    message: str | None = None  # S3's own message, when it says more than the code
+    transport: Transport | None = None  # no answer: what happened to the connection
+    endpoint: str | None = None  # the URL requests went to
+    timeout: float | None = None  # the timeout that expired (connect or read), seconds
+
+
+# S3 error code -> what the caller does once the attempts are spent. A code absent here is
+# decided by its HTTP status (``_by_status``).
+OUTCOMES: dict[str, Outcome] = {
+    # No upload of this run can succeed.
+    "InvalidAccessKeyId": "stop",
+    "SignatureDoesNotMatch": "stop",
+    "ExpiredToken": "stop",
+    "InvalidToken": "stop",
+    "TokenRefreshRequired": "stop",
+    "AccessDenied": "stop",
+    "AllAccessDisabled": "stop",
+    "AccountProblem": "stop",
+    "NoSuchBucket": "stop",
+    "InvalidBucketName": "stop",
+    "PermanentRedirect": "stop",
+    "AuthorizationHeaderMalformed": "stop",
+    "RequestTimeTooSkewed": "stop",
+    "InvalidSecurity": "stop",
+    "NotSignedUp": "stop",
+    # Transient: worth another attempt now, and another run later.
+    "SlowDown": "retry",
+    "Throttling": "retry",
+    "ThrottlingException": "retry",
+    "RequestTimeout": "retry",
+    "RequestThrottled": "retry",
+    "ServiceUnavailable": "retry",
+    "InternalError": "retry",
+    "BadDigest": "retry",  # the body was corrupted on the way: send it again
+    "XAmzContentSHA256Mismatch": "retry",
+    "InvalidDigest": "retry",
+    "IncompleteBody": "retry",
+    "OperationAborted": "retry",
+    # This object only.
+    "PreconditionFailed": "skip",  # --no-clobber: an object is already there
+}
+
 HINTS = {
-    "RequestTimeTooSkewed": " (this machine's clock is off: check NTP / chrony)",
-    "ExpiredToken": " (refresh the session credentials)",
-    "InvalidAccessKeyId": " (check the credentials / --profile)",
-    "SignatureDoesNotMatch": " (check the secret key / --profile)",
-    "PermanentRedirect": " (the bucket is in another region: set --region)",
-    "AuthorizationHeaderMalformed": " (the bucket is in another region: set --region)",
+    "RequestTimeTooSkewed": "this machine's clock is off: check NTP / chrony",
+    "ExpiredToken": "refresh the session credentials",
+    "InvalidAccessKeyId": "check the credentials / --profile",
+    "SignatureDoesNotMatch": "check the secret key / --profile",
+    "PermanentRedirect": "the bucket is in another region: set --region",
+    "AuthorizationHeaderMalformed": "the bucket is in another region: set --region",
+}
+
+# What a failed request says when no S3 answer came back (reason, cause), and whether the
+# endpoint as a whole is out of reach (stop) or this request was cut off (retry the file later).
+_UNREACHABLE = "cannot reach the S3 endpoint"
+_TRANSPORT: dict[Transport, tuple[str, str, Outcome]] = {
+    "refused": (_UNREACHABLE, "connection refused", "stop"),
+    "connect": (_UNREACHABLE, "cannot connect", "stop"),
+    "connect_timeout": (_UNREACHABLE, "connect timeout of {timeout:g} s", "stop"),
+    "reset": ("lost the connection to the S3 endpoint", "connection reset", "retry"),
+    "read_timeout": ("no answer from the S3 endpoint", "read timeout of {timeout:g} s", "retry"),
+}
+
+_ERRORS: dict[Outcome, type[SpoolToolError]] = {
+    "retry": RetryableError,
+    "skip": FileError,
+    "stop": FatalError,
+}
+
+# What the pre-flight (a GET of a key that cannot exist) accepts: the bucket is there, or a
+# PutObject-only policy refused the read. Anything else that outlasts the retries stops the run.
+_PREFLIGHT_OK = frozenset({"NoSuchKey", "AccessDenied"})
+
+
+def _by_status(status: int | None) -> Outcome:
+    if status is None or status >= 500 or status == 429:  # noqa: PLR2004 - HTTP statuses
+        return "retry"
+    if status in {401, 403}:
+        return "stop"
+    return "skip"
+
+
+def outcome(failure: S3Failure) -> Outcome:
+    if failure.transport is not None:
+        return _TRANSPORT[failure.transport][2]
+    if failure.code in OUTCOMES:
+        return OUTCOMES[failure.code]
+    if failure.status == 412:  # noqa: PLR2004 - a 412 without a body (HEAD-like answers)
+        return "skip"
+    return _by_status(failure.status)
+
+
+def worth_retrying(failure: S3Failure) -> bool:
+    """Whether another attempt of the same request may succeed (for engines that retry in
+    Python; botocore decides this itself, with the same answer for these cases)."""
+    return outcome(failure) == "retry" or failure.transport in {"refused", "connect"}
+
+
+def classify(failure: S3Failure, uri: str) -> SpoolToolError:
+    """The error the caller raises for ``failure`` of a request on ``uri`` (bucket or object)."""
+    return _error(failure, uri, outcome(failure))
+
+
+def classify_preflight(failure: S3Failure, uri: str) -> SpoolToolError | None:
+    """None when the pre-flight's answer means uploads can go ahead; else the error that stops
+    the run (a timeout or reset that outlasted the retries stops it too: never swallowed)."""
+    if failure.code in _PREFLIGHT_OK:
+        return None
+    if failure.status == 404 and failure.code != "NoSuchBucket":  # noqa: PLR2004
+        return None  # the key is not there: the bucket is
+    return _error(failure, uri, "stop")
+
+
+def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
+    kind = _ERRORS[decided]
+    if failure.transport is not None:
+        reason, cause, _ = _TRANSPORT[failure.transport]
+        return kind(
+            reason,
+            uri=uri,
+            endpoint=failure.endpoint or "(AWS)",
+            cause=cause.format(timeout=failure.timeout or 0),
+        )
+    code = failure.code or (f"HTTP {failure.status}" if failure.status else None)
+    if failure.code == "PreconditionFailed" or failure.status == 412:  # noqa: PLR2004
+        return kind("an object already exists at this key (no-clobber)", uri=uri)
+    reason = _REASONS.get(failure.code or "") or _reason_by_status(failure.status, decided)
+    return kind(
+        reason,
+        uri=uri,
+        code=code,
+        cause=failure.message,
+        hint=HINTS.get(failure.code or ""),
+    )
+
+
+_REASONS = {
+    "NoSuchBucket": "the bucket does not exist",
+    "AccessDenied": "access denied",
+    "BadDigest": "the body was corrupted in transit",
+    "XAmzContentSHA256Mismatch": "the body was corrupted in transit",
+    "InvalidDigest": "the body was corrupted in transit",
 }
 
 
-def translate(exc: Exception, where: str) -> SpoolToolError:
-    """Classify ``exc`` (raised while working on ``where``: a bucket or a URI).
-
-    The original exception is kept as ``__cause__`` by the caller's ``raise ... from exc``.
-    """
-    if isinstance(exc, SpoolToolError):
-        return exc
-    if isinstance(exc, ClientError):
-        return _client_error(exc, where)
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
-        return FatalError(f"{where}: cannot reach the S3 endpoint: {exc}")
-    if isinstance(exc, ConnectionClosedError | ReadTimeoutError):
-        return RetryableError(f"{where}: connection failed: {exc}")
-    if isinstance(
-        exc,
-        NoCredentialsError
-        | PartialCredentialsError
-        | CredentialRetrievalError
-        | TokenRetrievalError,
-    ):
-        return FatalError(f"{where}: no usable AWS credentials: {exc}")
-    if isinstance(exc, NoRegionError):
-        return FatalError(f"{where}: no AWS region configured (use --region)")
-    if isinstance(exc, BotoCoreError):
-        return RetryableError(f"{where}: {exc}")
-    if isinstance(exc, OSError):
-        return FileError(f"{where}: {exc}")
-    return RetryableError(f"{where}: unexpected {type(exc).__name__}: {exc}")
+def _reason_by_status(status: int | None, decided: Outcome) -> str:
+    if status in {401, 403}:
+        return "access denied or bad credentials"
+    if decided == "retry":
+        return "the server failed" if status else "the request failed"
+    return "the request was refused"
 
 
-def _client_error(exc: ClientError, where: str) -> SpoolToolError:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", "Unknown"))
-    message = str(err.get("Message", "")) or code
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    text = f"{where}: {code}: {message}{HINTS.get(code, '')}"
-    if code == "PreconditionFailed" or status == 412:  # noqa: PLR2004 - HTTP status
-        return FileError(f"{where}: an object already exists at this key (no-clobber): {message}")
-    if code in FATAL_CODES:
-        return FatalError(text)
-    if code in RETRYABLE_CODES or status >= 500 or status == 429:  # noqa: PLR2004
-        return RetryableError(text)
-    return FileError(text)
+_THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled"})
+MAX_BACKOFF = 20.0
+
+
+def backoff_delay(attempt: int, failure: S3Failure) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: botocore's standard-mode formula
+    (truncated binary exponential backoff, full jitter; 1 s base when throttled, else 50 ms), so
+    that both engines back off alike."""
+    scale = 1.0 if failure.code in _THROTTLING else 0.05
+    return random.random() * min(scale * 2.0 ** (attempt - 1), MAX_BACKOFF)  # noqa: S311 - jitter
+
+
+class RetryNotice:
+    """Says once per episode that requests are being retried (not once per retry): the first
+    retry after a success logs a warning naming the endpoint and why; the next success ends the
+    episode. Shared by every thread of one destination."""
+
+    def __init__(self, endpoint: str | None, max_attempts: int) -> None:
+        self.endpoint = endpoint or "(AWS)"
+        self.max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._retrying = False
+
+    def retrying(self, failure: S3Failure) -> None:
+        with self._lock:
+            if self._retrying:
+                return
+            self._retrying = True
+        log.warning(
+            "S3 endpoint %s: requests are being retried (%s; up to %d attempts each)",
+            self.endpoint,
+            describe(failure),
+            self.max_attempts,
+        )
+
+    def succeeded(self) -> None:
+        if self._retrying:
+            with self._lock:
+                self._retrying = False
+
+
+def describe(failure: S3Failure) -> str:
+    """A few words for what one failed attempt saw (for the retry warning)."""
+    if failure.transport is not None:
+        return _TRANSPORT[failure.transport][1].format(timeout=failure.timeout or 0)
+    return failure.code or f"HTTP {failure.status}"

@@ -10,8 +10,10 @@ import logging
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, Protocol
 
+from spool_tool.display import display_name
 from spool_tool.events import (
     DaemonIdle,
     DeleteFailed,
@@ -50,14 +52,10 @@ def _safe(path: object) -> str:
     return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _failure_line(path: object, uri: str | None, message: str) -> str:
-    """``failed PATH -> URI: cause`` (the cause without a repeated path or URI prefix)."""
-    cause = message
-    for prefix in (f"{path}: ", f"{uri}: " if uri else None):
-        if prefix and cause.startswith(prefix):
-            cause = cause[len(prefix) :]
-    target = f" -> {_safe(uri)}" if uri else ""
-    return f"failed {_safe(path)}{target}: {_safe(cause)}"
+def _failure_line(path: Path, uri: str | None, detail: str) -> str:
+    """``failed PATH -> URI: detail`` (the event's detail names neither: see errors.py)."""
+    target = f" -> {display_name(uri)}" if uri else ""
+    return f"failed {display_name(path)}{target}: {detail}"
 
 
 class LogWriter:
