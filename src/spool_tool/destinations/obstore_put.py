@@ -173,8 +173,8 @@ def make_store(
         config["endpoint"] = url
         config["aws_endpoint_url_s3"] = url  # obstore reads AWS_* env too: pin it
     client_options: ClientConfig = {
-        "timeout": f"{int(options.read_timeout)}s",
-        "connect_timeout": f"{int(options.connect_timeout)}s",
+        "timeout": f"{round(options.read_timeout * 1000)}ms",
+        "connect_timeout": f"{round(options.connect_timeout * 1000)}ms",
         "pool_max_idle_per_host": "64",
     }
     if (endpoint.url or "").startswith("http://"):
@@ -254,7 +254,6 @@ class ObstorePuts:
                 time.sleep(backoff_delay(attempt, failure))
                 attempt += 1
             else:
-                self.notice.succeeded()
                 return result
 
     def failure_of(self, exc: BaseException) -> S3Failure | None:
@@ -302,15 +301,17 @@ class ObstorePuts:
 
 def _transport(text: str) -> Transport | None:
     kind = m.group(1) if (m := _HTTP_KIND.search(text)) else None
+    if kind is None:
+        return None
+    if "kind: ConnectionReset" in text or "kind: BrokenPipe" in text:
+        return "reset"  # even while connecting: the peer accepted, then reset
     if kind == "Connect":
-        if "ConnectionRefused" in text:
+        if "kind: ConnectionRefused" in text:
             return "refused"
         return "connect_timeout" if "TimedOut" in text else "connect"
     if kind == "Timeout":
         return "read_timeout"
-    if kind is not None:
-        return "reset"  # Interrupted, Request, Decode...: the connection broke mid-request
-    return None
+    return "reset"  # Interrupted, Request, Decode...: the connection broke mid-request
 
 
 def attributes_for(args: dict[str, Any]) -> dict[str, str]:

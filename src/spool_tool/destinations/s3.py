@@ -108,8 +108,8 @@ def make_client(session: botocore.session.Session, options: S3Options, pool_size
 
 
 def watch_retries(client: S3Client, notice: RetryNotice, ctx: BotoContext) -> None:
-    """Tell ``notice`` when botocore retries a request (its retry handler decides) and when a
-    request succeeds, through the client's event hooks."""
+    """Tell ``notice`` when botocore retries a request (its retry handler decides), through the
+    client's event hooks: what the failed attempt saw is kept in the request's context."""
 
     def on_needs_retry(caught_exception: Exception | None = None, **kwargs: Any) -> None:
         context = kwargs["request_dict"]["context"]
@@ -121,14 +121,9 @@ def watch_retries(client: S3Client, notice: RetryNotice, ctx: BotoContext) -> No
         if context.get("retries", {}).get("attempt", 1) > 1 and failure is not None:
             notice.retrying(failure)
 
-    def on_after_call(http_response: Any, **_: Any) -> None:
-        if http_response.status_code < 300:  # noqa: PLR2004 - HTTP status
-            notice.succeeded()
-
     events = client.meta.events
     events.register("needs-retry.s3", on_needs_retry, unique_id="spool_tool-needs-retry")
     events.register("request-created.s3", on_request, unique_id="spool_tool-request")
-    events.register("after-call.s3", on_after_call, unique_id="spool_tool-after-call")
 
 
 def _attempt_failure(exc: Exception | None, response: Any, ctx: BotoContext) -> Any:

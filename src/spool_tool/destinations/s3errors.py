@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -197,33 +198,40 @@ def backoff_delay(attempt: int, failure: S3Failure) -> float:
     return random.random() * min(scale * 2.0 ** (attempt - 1), MAX_BACKOFF)  # noqa: S311 - jitter
 
 
+# Failures that are over in milliseconds: their retries cost no waiting, and the line that
+# reports the outcome says it all. Timeouts, throttling and 5xx make the run wait: say so.
+_QUICK: frozenset[Transport | None] = frozenset({"refused", "connect", "reset"})
+
+
+EPISODE_GAP = 60.0  # seconds without a retry that end an episode
+
+
 class RetryNotice:
-    """Says once per episode that requests are being retried (not once per retry): the first
-    retry after a success logs a warning naming the endpoint and why; the next success ends the
-    episode. Shared by every thread of one destination."""
+    """Says once per episode that requests are being retried, not once per retry: an episode is
+    a run of retries less than ``EPISODE_GAP`` apart, over every thread of one destination (with
+    many uploads in flight, one success says little about the next request). The warning names
+    the endpoint and what the first retried attempt saw."""
 
     def __init__(self, endpoint: str | None, max_attempts: int) -> None:
         self.endpoint = endpoint or "(AWS)"
         self.max_attempts = max_attempts
         self._lock = threading.Lock()
-        self._retrying = False
+        self._last: float | None = None
 
     def retrying(self, failure: S3Failure) -> None:
+        if failure.transport in _QUICK:
+            return
+        now = time.monotonic()
         with self._lock:
-            if self._retrying:
-                return
-            self._retrying = True
-        log.warning(
-            "S3 endpoint %s: requests are being retried (%s; up to %d attempts each)",
-            self.endpoint,
-            describe(failure),
-            self.max_attempts,
-        )
-
-    def succeeded(self) -> None:
-        if self._retrying:
-            with self._lock:
-                self._retrying = False
+            quiet = self._last is None or now - self._last >= EPISODE_GAP
+            self._last = now
+        if quiet:
+            log.warning(
+                "S3 endpoint %s: requests are being retried (%s; up to %d attempts each)",
+                self.endpoint,
+                describe(failure),
+                self.max_attempts,
+            )
 
 
 def describe(failure: S3Failure) -> str:

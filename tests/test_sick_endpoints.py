@@ -1,0 +1,350 @@
+"""Issue 9, network cases 3, 4, 9, 10 and 11: sick endpoints and bad AWS setups read the same,
+as one line, whichever S3 data path (the obstore fast path or boto3) sends the requests.
+
+* 3: a malformed AWS config file -> one line naming the file, exit 2.
+* 4: ``--checksum crc32c`` / ``crc64nvme`` on botocore requests upload and are verified.
+* 9: an endpoint that accepts connections and never answers -> bounded by the timeouts, one
+  warning while retrying, one line naming the endpoint when the run gives up.
+* 10: a connection reset during the boto3 path's pre-flight -> one line, exit 1; a daemon
+  backs off and keeps running.
+* 11: a closed or resetting port, and a wrong secret, give the same single line on both paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import pytest
+from awscrt import checksums  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError
+
+from devtools.seaweed import free_port
+from spool_tool import cli
+from spool_tool.destinations import s3 as s3_destination
+from spool_tool.job import run
+from spool_tool.observe.logs import LogHandler, LogWriter
+from tests.faults.endpoints import SickEndpoint
+from tests.faults.proxy import FaultProxy, FaultRule
+from tests.faults.runs import MiB, big_file, make_config
+from tests.helpers import SPOOL_TOOL, get_body, list_objects, make_files, run_cli, snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from devtools.seaweed import SeaweedServer
+
+Engine = Literal["obstore", "boto3"]
+ENGINES: list[Engine] = ["obstore", "boto3"]
+# How each data path is chosen as a user would: by default the fast path sends single PUTs;
+# any of --storage-class, --acl, --sse, --metadata, --tag sends everything through boto3.
+SELECT = {"obstore": ["--engine", "obstore"], "boto3": ["--storage-class", "STANDARD"]}
+_STAMP = re.compile(r"^\S+Z (?=[A-Z]+ )")
+
+
+def _lines(stderr: str) -> list[str]:
+    """stderr's non-empty lines without their timestamps (to compare two runs)."""
+    return [_STAMP.sub("", line) for line in stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """A text log of an in-process run, the library's own warnings included (as the CLI
+    routes them)."""
+    stream = io.StringIO()
+    root = logging.getLogger("spool_tool")
+    monkeypatch.setattr(root, "handlers", [LogHandler(LogWriter(stream=stream))])
+    monkeypatch.setattr(root, "propagate", False)
+    root.setLevel(logging.INFO)
+    return stream
+
+
+@pytest.fixture
+def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
+    with FaultProxy(seaweed.endpoint_url, seed=9) as p:
+        yield p
+
+
+# ------------------------------------------------------------------------------- case 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    "text", ["[profile x\nregion = us-east-1\n", "[default]\nregion = us-east-1\n[profile x\n"]
+)
+def test_malformed_aws_config_file_is_one_line_naming_it_exit_2(
+    tmp_path: Path, spool_dir: Path, engine: Engine, text: str
+) -> None:
+    make_files(spool_dir / "new", 2)
+    before = snapshot(spool_dir)
+    config = tmp_path / "aws config"
+    config.write_text(text)
+    env = {"AWS_CONFIG_FILE": str(config), "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+    url = f"http://127.0.0.1:{free_port()}"
+
+    result = run_cli(*SELECT[engine], "--endpoint-url", url, spool_dir, "s3://bucket", env=env)
+
+    assert result.returncode == 2, result.stderr
+    (line,) = _lines(result.stderr)
+    assert str(config) in line
+    assert "line " in line
+    assert "Traceback" not in result.stderr
+    assert snapshot(spool_dir) == before
+
+
+# ------------------------------------------------------------------------------- case 4
+
+
+def _crc(algorithm: str, data: bytes) -> str:
+    if algorithm == "crc32c":
+        return base64.b64encode(checksums.crc32c(data).to_bytes(4, "big")).decode()
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "engine"),
+    [("crc32c", "auto"), ("crc32c", "boto3"), ("crc64nvme", "boto3"), ("crc64nvme", "obstore")],
+)
+def test_crc32c_and_crc64nvme_upload_and_are_verified(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, algorithm: str, engine: str
+) -> None:
+    """Single PUTs and a multipart upload (botocore sends those on every engine) with the CRT
+    checksums: exit 0, S3 stored the checksum we computed, and S3 refuses a wrong one."""
+    new = spool_dir / "new"
+    contents = make_files(new, 3, size=1000)
+    contents["big.bin"] = big_file(new / "big.bin", 6 * MiB)
+    args = ["--checksum", algorithm, "--engine", engine, "--multipart-threshold", "5MiB"]
+    args += ["--part-size", "5MiB", "--format", "{fname}"]
+
+    result = run_cli(*args, spool_dir, f"s3://{s3_bucket}", env=seaweed.env())
+
+    assert result.returncode == 0, result.stderr
+    client = seaweed.client()
+    assert sorted(list_objects(client, s3_bucket)) == sorted(contents)
+    field = f"Checksum{algorithm.upper()}"
+    for name, data in contents.items():
+        assert get_body(client, s3_bucket, name) == data
+        if name != "big.bin":
+            head = client.head_object(Bucket=s3_bucket, Key=name, ChecksumMode="ENABLED")
+            assert head.get(field) == _crc(algorithm, data), name
+    wrong = _crc(algorithm, b"another body")
+    with pytest.raises(ClientError) as refused:
+        client.put_object(Bucket=s3_bucket, Key="wrong", Body=b"data", **{field: wrong})  # type: ignore[arg-type]
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "crc64nvme"])
+def test_crt_checksum_without_awscrt_is_refused_before_any_file_is_touched(
+    spool_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    algorithm: str,
+) -> None:
+    monkeypatch.setattr(s3_destination, "HAS_CRT", False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    make_files(spool_dir / "new", 2)
+    before = snapshot(spool_dir)
+    url = f"http://127.0.0.1:{free_port()}"
+
+    status = cli.main(["--checksum", algorithm, "--endpoint-url", url, str(spool_dir), "s3://bucket"])
+
+    assert status == 2
+    assert "awscrt" in capsys.readouterr().err
+    assert snapshot(spool_dir) == before
+
+
+# ------------------------------------------------------------------------------- case 9
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_endpoint_that_never_answers_gives_up_after_the_timeouts_with_one_line(
+    spool_dir: Path, monkeypatch: pytest.MonkeyPatch, log: io.StringIO, engine: Engine
+) -> None:
+    """A hung endpoint: with 2 attempts of a 1 s read timeout the pre-flight gives up in about
+    2 s (not after minutes), says once that it is retrying, and stops the run with one line that
+    names the endpoint, in our words; nothing is uploaded or moved."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    make_files(spool_dir / "new", 3)
+    before = snapshot(spool_dir / "new")
+    with SickEndpoint("silent") as endpoint:
+        config = make_config(spool_dir, "bucket", endpoint.url, max_attempts=2, read_timeout=1.0)
+        config = dataclasses.replace(config, s3=dataclasses.replace(config.s3, engine=engine))
+        started = time.monotonic()
+        summary = run(config, [LogWriter(stream=log)])
+        elapsed = time.monotonic() - started
+        url = endpoint.url
+
+    lines = log.getvalue().splitlines()
+    assert not summary.ok
+    assert summary.failed == 0  # stopped by the pre-flight, before any file
+    assert elapsed < 8, elapsed  # 2 x 1 s plus backoff and start-up
+    warnings = [line for line in lines if " WARNING " in line]
+    assert len(warnings) == 1, lines
+    assert "requests are being retried" in warnings[0]
+    assert url in warnings[0]
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1, lines
+    assert f"no answer from the S3 endpoint {url}: read timeout of 1 s" in errors[0]
+    for raw in ("Generic S3 error", "Read timeout on endpoint URL", "Traceback"):
+        assert raw not in log.getvalue()
+    assert snapshot(spool_dir / "new") == before
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_max_attempts_1_gives_up_after_one_read_timeout(
+    spool_dir: Path, monkeypatch: pytest.MonkeyPatch, log: io.StringIO, engine: Engine
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    make_files(spool_dir / "new", 2)
+    with SickEndpoint("silent") as endpoint:
+        config = make_config(spool_dir, "bucket", endpoint.url, max_attempts=1, read_timeout=2.0)
+        config = dataclasses.replace(config, s3=dataclasses.replace(config.s3, engine=engine))
+        started = time.monotonic()
+        summary = run(config, [LogWriter(stream=log)])
+        elapsed = time.monotonic() - started
+        accepted, url = endpoint.accepted, endpoint.url
+
+    assert summary.stopped is not None
+    assert f"S3 endpoint {url}: read timeout of 2 s" in summary.stopped
+    assert 2 <= elapsed < 6, elapsed
+    assert accepted == 1  # one request, not retried
+    assert " WARNING " not in log.getvalue()  # nothing was retried
+
+
+def test_stalled_puts_warn_once_per_episode_not_per_retry(
+    seaweed: SeaweedServer,
+    s3_bucket: str,
+    spool_dir: Path,
+    proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    log: io.StringIO,
+) -> None:
+    """PUTs stalled past the read timeout on their first attempt (fast path): many retries,
+    one warning; the files ship on their second attempt."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    make_files(spool_dir / "new", 6, size=100)
+    proxy.set_rules(
+        [FaultRule(action="stall_before", methods=frozenset({"PUT"}), stall_seconds=3, times=6)]
+    )
+    config = make_config(spool_dir, s3_bucket, proxy.url, max_attempts=3, read_timeout=1.0)
+
+    summary = run(config, [LogWriter(stream=log)])
+
+    assert summary.ok, log.getvalue()
+    assert summary.uploaded == 6
+    warnings = [line for line in log.getvalue().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, warnings
+    assert f"S3 endpoint {proxy.url}: requests are being retried (read timeout" in warnings[0]
+
+
+# ------------------------------------------------------------------------------- case 10
+
+
+def test_reset_during_boto3_preflight_is_one_line_exit_1_every_time(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, proxy: FaultProxy
+) -> None:
+    make_files(spool_dir / "new", 3)
+    before = snapshot(spool_dir / "new")
+    proxy.set_rules([FaultRule(action="reset_mid_body", methods=frozenset({"GET", "HEAD"}))])
+    env = {**seaweed.env(), "AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": proxy.url}
+    outputs = set()
+    for _ in range(5):
+        result = run_cli(*SELECT["boto3"], spool_dir, f"s3://{s3_bucket}", env=env)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        errors = [line for line in _lines(result.stderr) if line.startswith("ERROR ")]
+        assert len(errors) == 1, result.stderr
+        assert proxy.url in errors[0]
+        outputs.add(errors[0])
+    assert len(outputs) == 1, outputs  # the same sentence every time
+    assert snapshot(spool_dir / "new") == before
+
+
+def test_reset_during_preflight_daemon_backs_off_and_keeps_running(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, proxy: FaultProxy
+) -> None:
+    make_files(spool_dir / "new", 2)
+    proxy.set_rules([FaultRule(action="reset_mid_body", methods=frozenset({"GET", "HEAD"}))])
+    env = {**os.environ, **seaweed.env(), "AWS_ENDPOINT_URL": proxy.url}
+    env["AWS_ENDPOINT_URL_S3"] = proxy.url
+    args = [*SELECT["boto3"], "--watch", "--interval", "1", str(spool_dir), f"s3://{s3_bucket}"]
+    proc = subprocess.Popen(
+        [*SPOOL_TOOL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(7.5)  # the first cycle fails, the backoff (5 s) passes, the second fails
+        assert proc.poll() is None, proc.communicate()[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert stderr.count("next attempt in") >= 1, stderr
+    stops = [line for line in _lines(stderr) if line.startswith("ERROR stopping: s3://")]
+    assert len(stops) >= 2, stderr  # tried again after backing off
+    assert all(proxy.url in line for line in stops)
+
+
+# ------------------------------------------------------------------------------- case 11
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in _lines(result.stderr) if not line.startswith("INFO ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("sick", ["closed", "reset"])
+def test_closed_or_resetting_port_reads_the_same_on_both_paths(
+    spool_dir: Path, sick: Literal["closed", "reset"]
+) -> None:
+    make_files(spool_dir / "new", 3)
+    env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1"}
+    lines: dict[str, str] = {}
+    with SickEndpoint("reset") as endpoint:
+        url = endpoint.url if sick == "reset" else f"http://127.0.0.1:{free_port()}"
+        for engine in ENGINES:
+            args = [*SELECT[engine], "--endpoint-url", url, str(spool_dir), "s3://bucket"]
+            result = run_cli(*args, env=env)
+            lines[engine] = _one_error_line(result)
+
+    assert lines["obstore"] == lines["boto3"], lines
+    assert lines["boto3"].startswith("ERROR stopping: s3://bucket: ")
+    assert url in lines["boto3"]
+    cause = "connection refused" if sick == "closed" else "connection reset"
+    assert lines["boto3"].endswith(cause)
+
+
+def test_wrong_secret_is_one_line_on_both_paths(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
+) -> None:
+    make_files(spool_dir / "new", 6)
+    before = snapshot(spool_dir / "new")
+    env = {**seaweed.env(), "AWS_SECRET_ACCESS_KEY": "wrong-secret"}
+    lines = {}
+    for engine in ENGINES:
+        result = run_cli(*SELECT[engine], spool_dir, f"s3://{s3_bucket}", env=env)
+        lines[engine] = _one_error_line(result)
+
+    assert lines["obstore"] == lines["boto3"], lines
+    assert "SignatureDoesNotMatch" in lines["boto3"]
+    assert "check the secret key" in lines["boto3"]
+    assert snapshot(spool_dir / "new") == before
