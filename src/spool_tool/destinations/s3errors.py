@@ -159,12 +159,14 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
     code = failure.code or (f"HTTP {failure.status}" if failure.status else None)
     if failure.code == "PreconditionFailed" or failure.status == 412:  # noqa: PLR2004
         return kind("an object already exists at this key (no-clobber)", uri=uri)
-    reason = _REASONS.get(failure.code or "") or _reason_by_status(failure.status, decided)
+    # Our words for the codes we know, with S3's message as the cause; else S3's message.
+    ours = _REASONS.get(failure.code or "")
+    reason = ours or failure.message or _reason_by_status(failure.status, decided)
     return kind(
         reason,
         uri=uri,
         code=code,
-        cause=failure.message,
+        cause=failure.message if ours else None,
         hint=HINTS.get(failure.code or ""),
     )
 

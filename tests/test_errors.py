@@ -1,0 +1,118 @@
+"""Errors as values (issue 8.2): fields on the exception, one sentence built in one place, and
+one S3 classification table for every engine."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from spool_tool.destinations.s3errors import (
+    OUTCOMES,
+    S3Failure,
+    classify,
+    classify_preflight,
+    outcome,
+)
+from spool_tool.errors import FatalError, FileError, RetryableError
+from spool_tool.events import FileFailed
+from spool_tool.observe.logs import LogWriter
+
+
+def test_the_sentence_is_built_from_fields() -> None:
+    error = FatalError(
+        "cannot reach the S3 endpoint",
+        uri="s3://bucket",
+        endpoint="http://127.0.0.1:9",
+        cause="connection refused",
+    )
+    detail = "cannot reach the S3 endpoint http://127.0.0.1:9: connection refused"
+    assert error.detail() == detail
+    assert str(error) == f"s3://bucket: {detail}"
+    assert error.uri == "s3://bucket"
+
+
+def test_the_local_path_is_the_subject_and_is_escaped() -> None:
+    error = FileError("cannot open", path=Path("/spool/new/evil\nname"), cause="Permission denied")
+    assert str(error) == "/spool/new/evil\\nname: cannot open: Permission denied"
+    assert "\n" not in str(error)
+
+
+def test_code_and_hint_have_their_places() -> None:
+    failure = S3Failure(code="ExpiredToken", status=400, message="token expired")
+    error = classify(failure, "s3://b/k")
+    assert isinstance(error, FatalError)
+    assert error.code == "ExpiredToken"
+    assert error.hint == "refresh the session credentials"
+    assert str(error) == "s3://b/k: ExpiredToken: token expired (refresh the session credentials)"
+
+
+def test_failed_file_line_names_path_and_uri_once_without_cutting_strings() -> None:
+    """logs.py shows the event's path and URI and the error's detail: nothing is stripped off
+    a message, so a detail that happens to start with the path stays whole."""
+    stream = io.StringIO()
+    path = Path("/spool/new/f\x1b[31m.dat")
+    error = RetryableError("the server failed", uri="s3://b/k", code="SlowDown")
+    LogWriter(stream=stream)(FileFailed(path, "s3://b/k", "retryable", error.detail()))
+    line = stream.getvalue().rstrip("\n")
+    shown = "/spool/new/f\\x1b[31m.dat"
+    assert line.endswith(f"ERROR failed {shown} -> s3://b/k: SlowDown: the server failed")
+    assert line.count("s3://b/k") == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (S3Failure(code="SlowDown", status=503), "retry"),
+        (S3Failure(status=500), "retry"),
+        (S3Failure(status=429), "retry"),
+        (S3Failure(code="BadDigest", status=400), "retry"),
+        (S3Failure(code="SignatureDoesNotMatch", status=403), "stop"),
+        (S3Failure(status=403), "stop"),
+        (S3Failure(code="NoSuchBucket", status=404), "stop"),
+        (S3Failure(code="PreconditionFailed", status=412), "skip"),
+        (S3Failure(status=412), "skip"),
+        (S3Failure(code="InvalidArgument", status=400), "skip"),
+        (S3Failure(transport="refused"), "stop"),
+        (S3Failure(transport="connect_timeout", timeout=10), "stop"),
+        (S3Failure(transport="reset"), "retry"),
+        (S3Failure(transport="read_timeout", timeout=60), "retry"),
+    ],
+)
+def test_one_table_decides_retry_skip_or_stop(failure: S3Failure, expected: str) -> None:
+    assert outcome(failure) == expected
+    error = classify(failure, "s3://b/k")
+    kind = {"retry": RetryableError, "skip": FileError, "stop": FatalError}[expected]
+    assert type(error) is kind
+
+
+def test_every_code_in_the_table_has_a_known_outcome() -> None:
+    assert set(OUTCOMES.values()) <= {"retry", "skip", "stop"}
+
+
+@pytest.mark.parametrize(
+    ("failure", "passes"),
+    [
+        (S3Failure(code="NoSuchKey", status=404), True),
+        (S3Failure(status=404), True),
+        (S3Failure(code="AccessDenied", status=403), True),
+        (S3Failure(code="NoSuchBucket", status=404), False),
+        (S3Failure(code="SignatureDoesNotMatch", status=403), False),
+        (S3Failure(transport="read_timeout", timeout=60, endpoint="http://e"), False),
+        (S3Failure(transport="reset", endpoint="http://e"), False),
+        (S3Failure(code="SlowDown", status=503), False),
+    ],
+)
+def test_the_preflight_never_swallows_a_failure(failure: S3Failure, passes: bool) -> None:
+    error = classify_preflight(failure, "s3://b")
+    assert (error is None) == passes
+    if error is not None:
+        assert isinstance(error, FatalError)  # it stops the run, one line
+
+
+def test_read_timeout_sentence_names_the_endpoint_and_the_timeout() -> None:
+    failure = S3Failure(transport="read_timeout", endpoint="http://127.0.0.1:1", timeout=60)
+    assert str(classify_preflight(failure, "s3://b")) == (
+        "s3://b: no answer from the S3 endpoint http://127.0.0.1:1: read timeout of 60 s"
+    )
