@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,10 +195,18 @@ class ObstorePuts:
     off, so that a retry is seen: ``RetryNotice``) with the same table and backoff as botocore.
 
     A request gives up after ``max_attempts`` attempts of at most ``read_timeout`` each (obstore's
-    ``timeout`` covers the whole request), plus the backoff between them."""
+    ``timeout`` covers the whole request), plus the backoff between them; ``cancelled`` (set by
+    a signal) ends the backoff and the attempts."""
 
-    def __init__(self, store: S3Store, endpoint: Endpoint, options: S3Options) -> None:
+    def __init__(
+        self,
+        store: S3Store,
+        endpoint: Endpoint,
+        options: S3Options,
+        cancelled: threading.Event | None = None,
+    ) -> None:
         self.store = store
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
         self.endpoint = endpoint.url or f"https://s3.{endpoint.region}.amazonaws.com"
         self.options = options
         self.notice = RetryNotice(self.endpoint, options.max_attempts)
@@ -251,7 +259,8 @@ class ObstorePuts:
                 if failure is None or last or not worth_retrying(failure):
                     raise
                 self.notice.retrying(failure)
-                time.sleep(backoff_delay(attempt, failure))
+                if self.cancelled.wait(backoff_delay(attempt, failure)):
+                    raise  # a signal arrived: no more attempts, the file stays for the next run
                 attempt += 1
             else:
                 return result

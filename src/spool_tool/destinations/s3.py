@@ -152,12 +152,12 @@ class S3Destination:
             options.endpoint_url, options.connect_timeout, options.read_timeout
         )
         self._client_lock = threading.Lock()
+        self._cancelled = threading.Event()
         self._store = self._fast_path(options)
         self._parts = ThreadPoolExecutor(
             max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
         )
         self._algorithm = boto3_algorithm(options.checksum)
-        self._cancelled = threading.Event()
         self._preflight_passed = False
         self._object_args = object_args(options)
         self.budget = ByteBudget()  # file data in memory at once, over all uploads
@@ -203,7 +203,7 @@ class S3Destination:
             if endpoint is None:
                 endpoint = obstore_put.endpoint_from_client(self.client)
             store = obstore_put.make_store(self.session, endpoint, self.bucket, options)
-            return obstore_put.ObstorePuts(store, endpoint, options)
+            return obstore_put.ObstorePuts(store, endpoint, options, self._cancelled)
         except ImportError:
             if options.engine == "obstore":
                 raise ConfigError(
