@@ -225,6 +225,27 @@ def test_max_attempts_1_gives_up_after_one_read_timeout(
     assert " WARNING " not in log.getvalue()  # nothing was retried
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cli_max_attempts_1_on_a_hung_endpoint_is_one_line_of_ours(
+    spool_dir: Path, engine: Engine
+) -> None:
+    """The user's view of the case above: ``--max-attempts 1 --read-timeout 2``, exit 1 after
+    about one read timeout, one ERROR line naming the endpoint, no client-library text."""
+    make_files(spool_dir / "new", 2)
+    env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1"}
+    with SickEndpoint("silent") as endpoint:
+        url = endpoint.url
+        args = [*SELECT[engine], "--max-attempts", "1", "--read-timeout", "2"]
+        started = time.monotonic()
+        result = run_cli(*args, "--endpoint-url", url, spool_dir, "s3://bucket", env=env)
+        elapsed = time.monotonic() - started
+
+    line = _one_error_line(result)
+    reason = f"no answer from the S3 endpoint {url}: read timeout of 2 s"
+    assert line == f"ERROR stopping: s3://bucket: {reason}"
+    assert elapsed < 10, elapsed
+
+
 def test_stalled_puts_warn_once_per_episode_not_per_retry(
     seaweed: SeaweedServer,
     s3_bucket: str,

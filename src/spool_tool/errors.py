@@ -102,7 +102,7 @@ class ConfigError(SpoolToolError):
             self.reason, option=self.option, value=self.value, where=where, spelled=spelled
         )
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         text = self.reason
         if self.option is not None:
             subject = self.spelled or "--" + self.option.replace("_", "-")
