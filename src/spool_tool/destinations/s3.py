@@ -38,7 +38,7 @@ from spool_tool.destinations.boto_errors import (
     translate,
     translate_preflight,
 )
-from spool_tool.destinations.s3errors import RetryNotice
+from spool_tool.destinations.s3errors import RetryNotice, S3Failure
 from spool_tool.display import display_name
 from spool_tool.errors import ConfigError, FileError, RetryableError, SpoolToolError
 
@@ -126,7 +126,10 @@ def watch_retries(client: S3Client, notice: RetryNotice, ctx: BotoContext) -> No
     events.register("request-created.s3", on_request, unique_id="spool_tool-request")
 
 
-def _attempt_failure(exc: Exception | None, response: Any, ctx: BotoContext) -> Any:
+def _attempt_failure(
+    exc: Exception | None, response: Any, ctx: BotoContext
+) -> S3Failure | None:
+    """What one failed attempt saw (None for a success), from botocore's needs-retry event."""
     if exc is not None:
         return failure_of(exc, ctx)
     if response is None:
