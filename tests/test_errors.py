@@ -4,6 +4,7 @@ one S3 classification table for every engine."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from spool_tool.destinations.s3errors import (
 )
 from spool_tool.errors import FatalError, FileError, RetryableError
 from spool_tool.events import FileFailed
-from spool_tool.observe.logs import LogWriter
+from spool_tool.observe.logs import LogHandler, LogWriter
 
 
 def test_the_sentence_is_built_from_fields() -> None:
@@ -116,3 +117,13 @@ def test_read_timeout_sentence_names_the_endpoint_and_the_timeout() -> None:
     assert str(classify_preflight(failure, "s3://b")) == (
         "s3://b: no answer from the S3 endpoint http://127.0.0.1:1: read timeout of 60 s"
     )
+
+
+def test_a_warning_that_cannot_be_written_never_fails_the_request_that_logged_it() -> None:
+    """The retry warning is logged from inside an upload: a closed or broken log stream must
+    not become that upload's failure."""
+    stream = io.StringIO()
+    stream.close()
+    handler = LogHandler(LogWriter(stream=stream))
+    record = logging.LogRecord("spool_tool.x", logging.WARNING, __file__, 1, "retrying", (), None)
+    handler.emit(record)  # no exception

@@ -31,8 +31,8 @@ from botocore.exceptions import ClientError
 from devtools.seaweed import free_port
 from spool_tool import cli
 from spool_tool.destinations import s3 as s3_destination
-from spool_tool.job import run
 from spool_tool.observe.logs import LogHandler, LogWriter
+from spool_tool.run import run
 from tests.faults.endpoints import SickEndpoint
 from tests.faults.proxy import FaultProxy, FaultRule
 from tests.faults.runs import MiB, big_file, make_config

@@ -5,6 +5,7 @@ Dry-run intentions ("would upload", "would delete") are the command's output and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -227,4 +228,7 @@ class LogHandler(logging.Handler):
         self.writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.writer.write(record.levelno, "log", record.getMessage(), logger=record.name)
+        # A warning is logged from inside an upload (retries): a stream that cannot be written
+        # (closed, broken pipe) must not turn into that upload's failure.
+        with contextlib.suppress(OSError, ValueError):
+            self.writer.write(record.levelno, "log", record.getMessage(), logger=record.name)
