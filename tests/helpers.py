@@ -3,28 +3,59 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 SPOOL_TOOL = [sys.executable, "-m", "spool_tool"]
+# Root's permission bypass is two capabilities; without them ``chmod 000`` denies root too.
+_DROP_BYPASS = ("--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
+
+
+def permissions_enforced() -> list[str]:
+    """An argv prefix under which ``chmod 000`` really denies access to the command run.
+
+    Empty for an ordinary user. For root, ``setpriv`` drops ``CAP_DAC_OVERRIDE`` and
+    ``CAP_DAC_READ_SEARCH``: the process keeps uid 0, so the checkout and its venv stay
+    reachable even when they live in a directory only root can read (a ``mktemp -d``, /root),
+    which switching to another uid would not allow. Skips the test, with the reason, when
+    setpriv is missing or may not drop capabilities here.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed: root would read a chmod 000 entry")
+    prefix = [setpriv, *_DROP_BYPASS]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"setpriv cannot drop root's permission bypass here: {probe.stderr.strip()}")
+    return prefix
 
 
 def run_cli(
     *args: str | os.PathLike[str],
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    prefix: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command in a subprocess, with the test's environment plus ``env``."""
+    """Run the real command in a subprocess, with the test's environment plus ``env``
+    (``prefix``: e.g. ``permissions_enforced()``)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [*SPOOL_TOOL, *map(str, args)],
+        [*(prefix or []), *SPOOL_TOOL, *map(str, args)],
+        cwd=cwd,
         capture_output=True,
         text=True,
         env=full_env,
@@ -121,3 +152,19 @@ class Daemon:
     @property
     def stderr(self) -> str:
         return "\n".join(self.lines)
+
+
+def damage_table(spool: Path, table: str) -> None:
+    """Overwrite the root page of ``table`` with garbage, as a bad disk sector would."""
+    path = spool / ".spool_tool" / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    try:
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+        ).fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    finally:
+        db.close()
+    with open(path, "r+b") as fh:
+        fh.seek(page_size * (root - 1))
+        fh.write(b"\xde\xad" * (page_size // 2))

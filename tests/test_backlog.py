@@ -21,6 +21,7 @@ from spool_tool.backlog import (
     to_json,
 )
 from spool_tool.journal import Claim, Journal
+from tests.helpers import permissions_enforced, run_cli
 
 NOW = 1_700_000_000  # integer seconds: exact as a float and as nanoseconds
 NS = 10**9
@@ -170,16 +171,45 @@ def test_missing_spool_or_new(tmp_path: Path) -> None:
     assert not measure(a_file).exists
 
 
-def test_unreadable_new_raises(spool_dir: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any directory")
-    new = spool_dir / "new"
-    new.chmod(0)
+def test_unreadable_new_is_reported_not_raised(
+    spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9.1: a ``new/`` that cannot be read gives a backlog with an error, not an
+    exception (``--status`` and the daemon's gauges go on with the other spools)."""
+    real_scandir = os.scandir
+
+    def denied(path: Path | int) -> object:
+        if Path(str(path)) == spool_dir / "new":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    backlog = measure(spool_dir)
+    assert not backlog.ok
+    assert backlog.error == f"{spool_dir / 'new'}: cannot read the directory: Permission denied"
+    assert backlog.files_waiting == 0
+
+
+def test_status_of_an_unreadable_new_is_one_line_and_others_are_shown(tmp_path: Path) -> None:
+    """Issue 9.1, end to end: one line naming the directory and the cause, the other spool
+    still in the table, exit 1."""
+    prefix = permissions_enforced()
+    locked, fine = tmp_path / "locked", tmp_path / "fine"
+    for spool in (locked, fine):
+        (spool / "new").mkdir(parents=True)
+        make(spool / "new", "a", 5)
+    (locked / "new").chmod(0)
     try:
-        with pytest.raises(PermissionError):
-            measure(spool_dir)
+        result = run_cli("--status", locked, fine, prefix=prefix, env={"COLUMNS": "200"})
     finally:
-        new.chmod(0o755)
+        (locked / "new").chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"spool_tool: {locked / 'new'}: cannot read the directory: Permission denied"
+    ]
+    assert "unreadable" in result.stdout
+    assert str(fine) in result.stdout
 
 
 def test_memory_does_not_grow_with_the_number_of_files(spool_dir: Path) -> None:
@@ -219,6 +249,7 @@ def test_json_document() -> None:
     assert doc["spools"][0] == {
         "spool_dir": "/var/spool/a",
         "exists": True,
+        "error": None,
         "files_waiting": 3,
         "bytes_waiting": 4096,
         "eligible_now": 2,

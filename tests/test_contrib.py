@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,9 @@ CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
 SYSTEMD = CONTRIB / "systemd"
 CONFIG_PATH = "/etc/spool_tool/spool_tool.toml"
 TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"
+# The one documented system-wide install (contrib/README.md): a venv under /opt/spool_tool.
+INSTALLED = "/opt/spool_tool/bin/spool_tool"
+DOCS = {"/usr/share/doc/spool_tool/README.md", "/usr/share/doc/spool_tool/contrib.md"}
 
 OPTIONS: dict[str, click.Option] = {
     opt: param
@@ -133,7 +139,7 @@ def test_daemon_unit() -> None:
         "--metrics-port": ["9817"],
         "--config": [CONFIG_PATH],
     }
-    assert service["ExecStart"].startswith("/usr/local/bin/spool_tool ")
+    assert service["ExecStart"].startswith(f"{INSTALLED} ")
     expected = {
         "Restart": "on-failure",
         "RestartPreventExitStatus": "2",
@@ -162,7 +168,9 @@ def test_oneshot_unit_and_timer() -> None:
         "--metrics-file": [f"{TEXTFILE_DIR}/spool_tool.prom"],
         "--config": [CONFIG_PATH],
     }
-    assert set(service["ReadWritePaths"].split()) == {"/var/spool/app", TEXTFILE_DIR}
+    assert service["ExecStart"].startswith(f"{INSTALLED} ")
+    # '-': a missing textfile directory must not fail the unit (issue 9.19).
+    assert set(service["ReadWritePaths"].split()) == {"/var/spool/app", f"-{TEXTFILE_DIR}"}
     assert service["User"] == "spool"
     assert service["ProtectSystem"] == "strict"
 
@@ -268,3 +276,57 @@ def test_readme_describes_every_file() -> None:
     assert described
     for name in described:
         assert f"**`{name}`**" in readme, f"contrib/README.md has no paragraph for {name}"
+
+
+UNITS = ("spool-tool.service", "spool-tool-oneshot.service", "spool-tool.timer")
+
+
+def test_units_match_the_documented_install() -> None:
+    """Issue 9.19: the units, the cron file and the docs name one install: the venv under
+    /opt/spool_tool, and Documentation= paths that its steps install."""
+    guide = (CONTRIB / "README.md").read_text(encoding="utf-8")
+    assert "python3 -m venv /opt/spool_tool" in guide
+    for path in DOCS:
+        assert f" {path}" in guide  # an install line puts it there
+    for name in ("spool-tool.service", "spool-tool-oneshot.service"):
+        unit = read_unit(name)
+        assert shlex.split(unit["Service"]["ExecStart"])[0] == INSTALLED
+        assert {p.removeprefix("file://") for p in unit["Unit"]["Documentation"].split()} == DOCS
+    cron = (CONTRIB / "cron" / "spool_tool.cron").read_text(encoding="utf-8")
+    assert "/usr/local/bin" not in cron
+    assert all(argv[0] == INSTALLED for argv in cron_commands())
+    readme = (CONTRIB.parent / "README.md").read_text(encoding="utf-8")
+    assert "The daemon (`--watch`) exits 0 on SIGTERM/SIGINT" in readme
+    assert "exit 143 counts as a clean stop" not in guide  # the daemon exits 0
+    daemon = (SYSTEMD / "spool-tool.service").read_text(encoding="utf-8")
+    assert "and exits 0." in daemon
+    assert "exits 143" not in daemon
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` on every unit: unknown keys, bad values, a timer's missing
+    unit, a command that is not executable. Where the documented install is not present, a
+    stand-in executable takes its path in a copy of the units (the path itself is checked by
+    ``test_units_match_the_documented_install``)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    executable = INSTALLED
+    if not os.access(INSTALLED, os.X_OK):
+        stand_in = tmp_path / "spool_tool"
+        stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+        stand_in.chmod(0o755)
+        executable = str(stand_in)
+    for name in UNITS:
+        text = (SYSTEMD / name).read_text(encoding="utf-8")
+        (tmp_path / name).write_text(text.replace(INSTALLED, executable), encoding="utf-8")
+    result = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / name) for name in UNITS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""  # warnings ("Unknown key ...") fail it too

@@ -12,6 +12,7 @@ ignores ``chmod 000``) and ``unshare -m`` to mount a 64 KiB tmpfs for disk-full.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -37,12 +38,19 @@ from tests.faults.runs import (
     mutate_during,
     run_hooked,
 )
-from tests.helpers import SPOOL_TOOL, get_body, list_objects, open_multipart_uploads, run_cli
+from tests.helpers import (
+    SPOOL_TOOL,
+    damage_table,
+    get_body,
+    list_objects,
+    open_multipart_uploads,
+    permissions_enforced,
+    run_cli,
+)
 
 if TYPE_CHECKING:
     from devtools.seaweed import SeaweedServer
 
-NOBODY = 65534
 TINY_TMPFS = "size=64k"
 
 
@@ -272,55 +280,28 @@ def test_hard_link_already_in_completed_is_treated_as_an_interrupted_move(
 # ------------------------------------------------------------------------------- row 21
 
 
-@pytest.fixture
-def world_reachable_dir() -> Iterator[Path]:
-    """A directory under /tmp that uid 65534 can reach (pytest's tmp_path is 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="spool_tool-faults-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.root
 def test_unreadable_file_stays_others_ship_exit_1(
-    seaweed: SeaweedServer, s3_bucket: str, world_reachable_dir: Path
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
 ) -> None:
-    """Row 21: chmod 000 under an unprivileged uid (setpriv; root would read it anyway)."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("setpriv (util-linux) is not installed: cannot drop root to test chmod 000")
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a spool owned by uid 65534 and drop privileges")
-    spool = world_reachable_dir / "spool"
-    new = spool / "new"
-    new.mkdir(parents=True)
+    """Row 21: chmod 000 with root's permission bypass dropped (``permissions_enforced``: root
+    would read it anyway; it keeps uid 0, so this works from a checkout only root can read)."""
+    prefix = permissions_enforced()
+    new = spool_dir / "new"
     readable = {f"ok{i}.txt": f"readable {i}\n".encode() for i in range(3)}
     for name, data in readable.items():
         (new / name).write_bytes(data)
     locked = new / "locked.txt"
     locked.write_bytes(b"no one may read this\n")
-    for path in [spool, new, *new.iterdir()]:
-        os.chown(path, NOBODY, NOBODY)
     locked.chmod(0)
     before = locked.stat()
 
-    result = subprocess.run(
-        [
-            setpriv,
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            *SPOOL_TOOL,
-            str(spool),
-            f"s3://{s3_bucket}",
-        ],
-        env={**os.environ, **seaweed.env(), "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        spool_dir,
+        f"s3://{s3_bucket}",
+        env={**seaweed.env(), "PYTHONDONTWRITEBYTECODE": "1"},
+        prefix=prefix,
         timeout=60,
-        check=False,
     )
 
     assert result.returncode == 1, result.stderr
@@ -336,9 +317,63 @@ def test_unreadable_file_stays_others_ship_exit_1(
         before.st_mtime_ns,
         0,
     )
-    assert completed_names(spool) == sorted(readable)
+    assert completed_names(spool_dir) == sorted(readable)
     client = seaweed.client()
     assert list_objects(client, s3_bucket) == {name: len(d) for name, d in readable.items()}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_unreadable_new_is_one_line_and_the_other_spools_ship(
+    tmp_path: Path, *, dry_run: bool
+) -> None:
+    """Issue 9.1: a spool whose new/ cannot be read is one ERROR line naming the directory
+    and the cause; the spools after it on the command line are processed; exit 1."""
+    prefix = permissions_enforced()
+    spools = [tmp_path / name for name in ("first", "locked", "last")]
+    for spool in spools:
+        (spool / "new").mkdir(parents=True)
+        (spool / "new" / f"{spool.name}.txt").write_bytes(spool.name.encode())
+    locked_new = spools[1] / "new"
+    locked_new.chmod(0)
+    try:
+        result = run_cli(
+            *(["--dry-run"] if dry_run else []), *spools, "noop", prefix=prefix, timeout=60
+        )
+    finally:
+        locked_new.chmod(0o755)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].endswith(f" ERROR {locked_new}: cannot read the directory: Permission denied")
+    for spool in (spools[0], spools[2]):
+        if dry_run:
+            assert f"would upload {spool / 'new' / spool.name}.txt" in result.stdout
+        else:
+            assert completed_names(spool) == [f"{spool.name}.txt"]
+    assert (locked_new / "locked.txt").exists()
+
+
+@pytest.mark.root
+def test_unreadable_completed_is_one_line_at_cleanup(spool_dir: Path) -> None:
+    """Issue 9.1, cleanup phase: completed/ that cannot be read is reported, not a traceback."""
+    prefix = permissions_enforced()
+    completed = spool_dir / "completed"
+    completed.mkdir()
+    (completed / "old.txt").write_bytes(b"old")
+    completed.chmod(0)
+    try:
+        result = run_cli("--delete-after", "0", spool_dir, "noop", prefix=prefix, timeout=60)
+    finally:
+        completed.chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert errors == [errors[0]], result.stderr
+    assert errors[0].endswith(f"{completed}: cannot read the directory: Permission denied")
+    assert (completed / "old.txt").exists()
 
 
 # ------------------------------------------------------------------------------- row 28
@@ -584,12 +619,149 @@ def test_future_mtime_policy(spool_dir: Path) -> None:
     warnings = [ln for ln in held.stderr.splitlines() if " WARNING " in ln]
     assert len(warnings) == 1, held.stderr
     assert str(future) in warnings[0]
-    assert "future" in warnings[0]
+    assert warnings[0].endswith(
+        f"{future}: modification time is in the future (check the clock); "
+        "waiting until it is old enough"
+    )
     assert future.exists()
     assert completed_names(spool_dir) == ["normal.dat"]
 
     shipped = run_cli(spool_dir, "noop", timeout=30)
     assert shipped.returncode == 0, shipped.stderr
-    assert any(" WARNING " in ln and str(future) in ln for ln in shipped.stderr.splitlines())
+    # Issue 9.7: the words say what happens (it is uploaded), not "skipped".
+    (warning,) = [ln for ln in shipped.stderr.splitlines() if " WARNING " in ln]
+    assert warning.endswith(
+        f"WARNING {future}: modification time is in the future (check the clock); "
+        "uploading it anyway"
+    )
+    assert "skipped" not in warning
     assert completed_names(spool_dir) == ["from-the-future.dat", "normal.dat"]
     assert (spool_dir / "completed" / "from-the-future.dat").read_bytes() == b"tomorrow"
+
+
+# ------------------------------------------------------------------------------- issue 9.8
+
+
+def test_relative_spool_dir_works_like_an_absolute_one(tmp_path: Path) -> None:
+    """Issue 9.8: a run, then a dry run, --status and a cleanup, all with a relative SPOOL_DIR
+    whose journal exists (the dry run used to end in "relative path can't be expressed as a
+    file URI")."""
+    (tmp_path / "sp" / "new").mkdir(parents=True)
+    (tmp_path / "sp" / "new" / "one.txt").write_bytes(b"1")
+    first = run_cli("sp", "noop", cwd=tmp_path, timeout=60)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "sp" / "new" / "two.txt").write_bytes(b"2")
+
+    for args in (
+        ["--dry-run", "sp", "noop"],
+        ["--status", "sp"],
+        ["--dry-run", "--delete-after", "0", "sp", "noop"],
+        ["--delete-after", "0", "sp", "noop"],
+    ):
+        result = run_cli(*args, cwd=tmp_path, timeout=60)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+    assert completed_names(tmp_path / "sp") == []
+    assert not (tmp_path / "sp" / "new" / "two.txt").exists()
+
+
+# ------------------------------------------------------------------------------- issue 9.2
+
+# 10001-01-01T00:00:00Z: tmpfs, btrfs and xfs store it; Python's datetime stops at 9999.
+YEAR_10001 = 253_402_300_800 + 366 * 86400
+
+
+@pytest.fixture
+def far_time_dir() -> Iterator[Path]:
+    """A directory on a filesystem that keeps an mtime in the year 10001 (ext4 clamps at 2446):
+    /dev/shm, a tmpfs."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("/dev/shm is missing: no filesystem here stores an mtime past 9999")
+    path = Path(tempfile.mkdtemp(prefix="spool_tool-far-time-", dir=shm))
+    probe = path / "probe"
+    probe.touch()
+    os.utime(probe, (YEAR_10001, YEAR_10001))
+    if probe.stat().st_mtime != YEAR_10001:
+        shutil.rmtree(path)
+        pytest.skip("/dev/shm does not store an mtime in the year 10001")
+    probe.unlink()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "template", ["{fname}", "{m_YYYY}/{m_MM}/{fname}"], ids=["plain", "time-tokens"]
+)
+def test_mtime_past_year_9999_stops_only_that_file(far_time_dir: Path, template: str) -> None:
+    """Issue 9.2: one file dated in the year 10001 used to stop the whole run ("cannot claim
+    files: year 10001 is out of range"). With time tokens it is reported (one ERROR line, left
+    in new/) and the others ship; without them it ships like any file with a future mtime.
+    A file dated before 1970 ships under its own date. --status shows ages for both."""
+    spool = far_time_dir / "spool"
+    new = spool / "new"
+    new.mkdir(parents=True)
+    for name, stamp in (("far.txt", YEAR_10001), ("old.txt", -2_000_000_000), ("now.txt", None)):
+        (new / name).write_bytes(name.encode())
+        if stamp is not None:
+            os.utime(new / name, (stamp, stamp))
+
+    status = run_cli("--status", "--log-format", "json", spool, timeout=60)
+    assert status.returncode == 0, status.stderr
+    (backlog,) = json.loads(status.stdout)["spools"]
+    assert backlog["files_waiting"] == 3
+    assert backlog["oldest_age_seconds"] > 2_000_000_000 + time.time() - 60
+
+    result = run_cli("--format", template, spool, "noop", timeout=60)
+    assert "Traceback" not in result.stderr
+    assert "stopping" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    if template == "{fname}":
+        assert result.returncode == 0, result.stderr
+        assert completed_names(spool) == ["far.txt", "now.txt", "old.txt"]
+        return
+    assert result.returncode == 1, result.stderr
+    assert len(errors) == 1, result.stderr
+    assert f"{new / 'far.txt'}: modification time {YEAR_10001} " in errors[0]
+    assert "outside the years 1-9999" in errors[0]
+    assert completed_names(spool) == ["now.txt", "old.txt"]
+    assert "noop://1906/08/old.txt" in result.stderr
+    assert (new / "far.txt").exists()
+
+
+# ------------------------------------------------------------------------------- issue 9.5
+
+
+def test_damaged_journal_is_one_line_with_the_way_out_and_moving_it_aside_recovers(
+    spool_dir: Path,
+) -> None:
+    """Issue 9.5: a damaged page in the ledger used to end in a traceback after files were
+    moved. Now: one ERROR line naming the journal and what to do, exit 1, nothing lost (the
+    files are in completed/); after moving the journal aside, as the line says, runs are clean."""
+    new = spool_dir / "new"
+    for i in range(300):
+        (new / f"first-{i:03d}-with-a-long-name.txt").write_bytes(b"1")
+    assert run_cli(spool_dir, "noop", timeout=60).returncode == 0
+    damage_table(spool_dir, "ledger")
+    for i in range(3):
+        (new / f"second-{i}.txt").write_bytes(b"2")
+
+    result = run_cli(spool_dir, "noop", timeout=60)
+
+    journal = spool_dir / ".spool_tool" / "journal.sqlite3"
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert f"{journal}: the journal is damaged (database disk image is malformed)" in errors[0]
+    assert f"mv {journal} {journal}.damaged" in errors[0]
+    assert list(new.iterdir()) == []
+    assert len(completed_names(spool_dir)) == 303
+
+    journal.rename(f"{journal}.damaged")
+    (new / "third.txt").write_bytes(b"3")
+    again = run_cli("--delete-after", "0", spool_dir, "noop", timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert completed_names(spool_dir) == []

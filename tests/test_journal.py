@@ -11,6 +11,7 @@ import pytest
 
 from spool_tool.errors import FatalError
 from spool_tool.journal import Claim, Completion, Journal, LedgerEntry, SpoolBusyError
+from tests.helpers import damage_table
 
 BAD_NAME = os.fsdecode(b"x\xff")
 
@@ -245,7 +246,7 @@ def test_read_only_reads_claims(spool: Path) -> None:
     try:
         assert ro.get("a") == Claim("a", 3, 4, "k/a")
         assert set(ro.claims) == {"a", BAD_NAME}
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(FatalError, match="readonly database"):
             ro.add_claims([Claim("b", 1, 1, "k/b")])  # read-only really means read-only
     finally:
         ro.close()
@@ -273,3 +274,57 @@ def test_read_only_creates_no_files_when_a_journal_exists(spool: Path) -> None:
     finally:
         ro.close()
     assert tree(spool) == before
+
+
+def test_read_only_with_a_relative_spool_dir(spool: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9.8: ``--dry-run sp`` / ``--status sp`` open the journal read-only through a file
+    URI, which needs an absolute path."""
+    with Journal.open(spool) as j:
+        j.add_claims([Claim("a", 3, 4, "k/a")])
+    monkeypatch.chdir(spool.parent)
+    ro = Journal.read_only(Path(spool.name))
+    assert ro is not None
+    try:
+        assert set(ro.claims) == {"a"}
+    finally:
+        ro.close()
+
+
+# -- a damaged journal (issue 9.5) ------------------------------------------------------------
+
+
+def test_damaged_ledger_is_one_fatal_sentence_with_the_way_out(spool: Path) -> None:
+    with Journal.open(spool) as j:
+        j.complete([Completion(f"n{i}", f"n{i}", f"k/{i}", 1, None, None) for i in range(300)])
+    damage_table(spool, "ledger")
+    path = spool / ".spool_tool" / "journal.sqlite3"
+    with Journal.open(spool) as j:  # the claims are intact: it opens
+        j.add_claims([Claim("a", 1, 2, "k/a")])
+        with pytest.raises(FatalError) as raised:
+            j.complete([Completion("a", "a", "k/a", 1, None, None)])
+    message = str(raised.value)
+    assert message.startswith(f"{path}: the journal is damaged (database disk image is malformed)")
+    assert f"mv {path} {path}.damaged" in message
+    assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_damaged_claims_fail_open_and_read_only_and_release_the_lock(spool: Path) -> None:
+    with Journal.open(spool) as j:
+        j.add_claims([Claim(f"n{i}", 1, i, f"k/{i}") for i in range(300)])
+    damage_table(spool, "claims")
+    with pytest.raises(FatalError, match="the journal is damaged"):
+        Journal.open(spool)
+    with pytest.raises(FatalError, match="the journal is damaged"):
+        Journal.read_only(spool)
+    (spool / ".spool_tool" / "journal.sqlite3").rename(spool / "aside.sqlite3")
+    with Journal.open(spool) as j:  # not busy: the failed open released the lock
+        assert j.claims == {}
+
+
+def test_not_a_database_is_damaged_too(spool: Path) -> None:
+    (spool / ".spool_tool").mkdir()
+    (spool / ".spool_tool" / "journal.sqlite3").write_bytes(b"not sqlite at all" * 512)
+    with pytest.raises(FatalError, match=r"the journal is damaged \(file is not a database\)"):
+        Journal.open(spool)
+    with pytest.raises(FatalError, match="the journal is damaged"):
+        Journal.read_only(spool)

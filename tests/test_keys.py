@@ -375,3 +375,26 @@ def test_property_undecodable_file_names_raise_file_error(raw: bytes) -> None:
             full_key("p/", render("{fname}", facts(name)))
     else:
         assert name == raw.decode("utf-8")
+
+
+# -- times a date cannot hold (issue 9.2) -----------------------------------------------------
+
+# 10001-01-01T00:00:00Z (the year 10000 is a leap year); datetime itself stops at 9999.
+YEAR_10001 = calendar.timegm((9999, 12, 31, 0, 0, 0, 0, 0, 0)) + (1 + 366) * 86400
+
+
+@pytest.mark.parametrize("stamp", [YEAR_10001, 1e300, -70_000_000_000.0])
+@pytest.mark.parametrize("kind", ["m", "c"])
+def test_render_time_outside_years_1_to_9999_is_a_file_error(stamp: float, kind: str) -> None:
+    f = facts(mtime=stamp) if kind == "m" else facts(ctime=stamp)
+    with pytest.raises(FileError, match=rf"is outside the years 1-9999.*\{{{kind}_\*\}}"):
+        render(f"{{{kind}_YYYY}}/{{fname}}", f)
+    assert render("{fname}", f) == "data.csv"  # without time tokens it renders as usual
+
+
+def test_render_before_1970() -> None:
+    stamp = calendar.timegm((1901, 12, 14, 20, 45, 52, 0, 0, 0))
+    assert render("{m_YYYY}-{m_MM}-{m_DD}T{m_hh}:{m_mm}:{m_ss}", facts(mtime=stamp)) == (
+        "1901-12-14T20:45:52"
+    )
+    assert render("{c_YYYY}/{c_MM}", facts(ctime=-1)) == "1969/12"

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from spool_tool import events
 from spool_tool.backlog import Backlog
+from spool_tool.config import Config, parse_destination
 from spool_tool.events import (
     Event,
     FileDeleted,
@@ -28,7 +29,10 @@ from spool_tool.events import (
     Summary,
     WouldUpload,
 )
+from spool_tool.journal import Claim, Journal
+from spool_tool.keys import KeyTemplate
 from spool_tool.observe.metrics import MetricsListener, state_path
+from spool_tool.run import run
 
 NOW = 1_700_000_000.0
 P = Path("/spool/new/f")
@@ -106,7 +110,7 @@ def test_exposed_names_are_exact_and_there_is_no_created_series() -> None:
 
 
 def test_fresh_listener_exposes_zeroes() -> None:
-    found = samples(MetricsListener(clock=clock).exposition())
+    found = samples(generate_latest(MetricsListener(clock=clock).registry))
     assert value(found, "spool_tool_files_uploaded_total") == 0
     for kind in ("file", "retryable", "fatal", "changed"):  # every kind exists from the start
         assert value(found, "spool_tool_upload_failures_total", kind=kind) == 0
@@ -146,7 +150,7 @@ def test_events_counted() -> None:
 def test_bucket_bounds_cover_1ms_to_10min() -> None:
     listener = MetricsListener(clock=clock)
     feed(listener, [FileUploaded(P, "u", 1, s) for s in (0.001, 600.0, 601.0, -1.0)])
-    found = samples(listener.exposition())
+    found = samples(generate_latest(listener.registry))
     h = "spool_tool_upload_duration_seconds_bucket"
     assert value(found, h, le="0.001") == 2  # a bound is inclusive; a negative time counts as 0
     assert value(found, h, le="600.0") == 3
@@ -158,7 +162,7 @@ def test_failed_run_keeps_the_last_success() -> None:
     listener = MetricsListener(clock=lambda: next(times))
     listener(RunFinished(Summary(seconds=1.0)))
     listener(RunFinished(Summary(failed=1, seconds=2.0)))
-    found = samples(listener.exposition())
+    found = samples(generate_latest(listener.registry))
     assert value(found, "spool_tool_last_success_timestamp_seconds") == NOW
     assert value(found, "spool_tool_last_run_timestamp_seconds") == NOW + 60
     assert value(found, "spool_tool_run_duration_seconds") == 2.0
@@ -171,7 +175,7 @@ def test_backlog_gauges() -> None:
     )
     listener.set_backlog(Backlog("/spool/b"))  # empty: age 0
     listener.set_backlog(Backlog(os.fsdecode(b"/spool/\xff")))
-    found = samples(listener.exposition())
+    found = samples(generate_latest(listener.registry))
     assert value(found, "spool_tool_backlog_files", spool_dir="/spool/a") == 5
     assert value(found, "spool_tool_backlog_bytes", spool_dir="/spool/a") == 500
     assert value(found, "spool_tool_backlog_oldest_age_seconds", spool_dir="/spool/a") == 901.5
@@ -182,7 +186,7 @@ def test_backlog_gauges() -> None:
     # A newer measurement replaces the old one; a spool that is gone loses its series.
     listener.set_backlog(Backlog("/spool/a", files_waiting=1, bytes_waiting=10))
     listener.set_backlog(Backlog("/spool/b", exists=False))
-    found = samples(listener.exposition())
+    found = samples(generate_latest(listener.registry))
     assert value(found, "spool_tool_backlog_files", spool_dir="/spool/a") == 1
     assert ("spool_tool_backlog_files", frozenset({("spool_dir", "/spool/b")})) not in found
 
@@ -193,7 +197,7 @@ def test_backlog_measured_event() -> None:
         pytest.skip("spool_tool.events has no BacklogMeasured yet")
     listener = MetricsListener(clock=clock)
     listener(backlog_measured(Backlog("/spool/a", files_waiting=4, bytes_waiting=8)))
-    found = samples(listener.exposition())
+    found = samples(generate_latest(listener.registry))
     assert value(found, "spool_tool_backlog_files", spool_dir="/spool/a") == 4
     assert value(found, "spool_tool_backlog_bytes", spool_dir="/spool/a") == 8
 
@@ -253,12 +257,12 @@ def test_textfile_replaced_atomically(
     assert value(samples(prom.read_text()), "spool_tool_files_uploaded_total") == 3
 
 
-def test_write_textfile_path_argument(tmp_path: Path) -> None:
-    listener = MetricsListener(clock=clock)
-    with pytest.raises(ValueError, match="no textfile"):
-        listener.write_textfile()
+def test_write_textfile_needs_a_textfile(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="without a textfile"):
+        MetricsListener(clock=clock).write_textfile()
+    listener = MetricsListener(tmp_path / "other.prom", clock=clock)
     listener(FileUploaded(P, "u", 7, 0.1))
-    listener.write_textfile(tmp_path / "other.prom")
+    listener.write_textfile()
     found = samples((tmp_path / "other.prom").read_text())
     assert value(found, "spool_tool_bytes_uploaded_total") == 7
     assert (tmp_path / "other.prom.state.json").exists()
@@ -273,7 +277,7 @@ def test_counters_accumulate_across_cron_runs(tmp_path: Path) -> None:
 
     second = MetricsListener(prom, clock=lambda: NOW + 300)  # the next cron run
     # Its totals start from the saved ones, also on /metrics and before any event.
-    assert value(samples(second.exposition()), "spool_tool_files_uploaded_total") == 3
+    assert value(samples(generate_latest(second.registry)), "spool_tool_files_uploaded_total") == 3
     feed(second, a_run(ok=False, seconds=20))
     second.write_textfile()
 
@@ -301,7 +305,8 @@ def test_writing_twice_does_not_double_count(tmp_path: Path) -> None:
     found = samples(prom.read_text())
     assert value(found, "spool_tool_files_uploaded_total") == 2
     assert value(found, "spool_tool_bytes_uploaded_total") == 20
-    assert value(samples(listener.exposition()), "spool_tool_files_uploaded_total") == 2
+    exposed = samples(generate_latest(listener.registry))
+    assert value(exposed, "spool_tool_files_uploaded_total") == 2
 
 
 def test_concurrent_writers_lose_no_increment(tmp_path: Path) -> None:
@@ -352,7 +357,7 @@ def test_state_with_other_buckets_resets_the_histogram_only(tmp_path: Path) -> N
     state["upload_duration"]["buckets"] = [1.0, 2.0]
     state_path(prom).write_text(json.dumps(state))
 
-    found = samples(MetricsListener(prom, clock=clock).exposition())
+    found = samples(generate_latest(MetricsListener(prom, clock=clock).registry))
     assert value(found, "spool_tool_files_uploaded_total") == 3
     assert value(found, "spool_tool_upload_duration_seconds_count") == 0
 
@@ -401,3 +406,31 @@ def test_http_server_context_manager() -> None:
         port = server.port
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_resumed_upload_is_flagged_counted_and_not_observed(tmp_path: Path) -> None:
+    """Issue 8.4: ``FileUploaded.resumed`` is set when the journal says a killed run finished
+    the upload (only the move was left): counted as uploaded, kept out of the histogram, as
+    docs/metrics.md says. Before, nothing set it and a 0 s "upload" was observed."""
+    spool = tmp_path / "spool"
+    (spool / "new").mkdir(parents=True)
+    done = spool / "new" / "done.dat"
+    done.write_bytes(b"uploaded by the killed run")
+    st = done.stat()
+    with Journal.open(spool) as journal:
+        journal.add_claims([Claim("done.dat", st.st_dev, st.st_ino, "done.dat")])
+        journal.mark_uploaded("done.dat", st.st_size, st.st_mtime_ns, '"etag"', None)
+    seen: list[Event] = []
+    listener = MetricsListener(clock=clock)
+    config = Config(
+        spool_dirs=(spool,),
+        destination=parse_destination("noop"),
+        template=KeyTemplate.parse("{fname}"),
+    )
+    summary = run(config, [seen.append, listener])
+    assert summary.ok
+    (uploaded,) = [e for e in seen if isinstance(e, FileUploaded)]
+    assert uploaded.resumed
+    found = samples(generate_latest(listener.registry))
+    assert value(found, "spool_tool_files_uploaded_total") == 1
+    assert value(found, "spool_tool_upload_duration_seconds_count") == 0

@@ -287,9 +287,7 @@ def test_threads_never_exceed_the_limit_while_it_shrinks() -> None:
         thread.join(timeout=30.0)
     assert peak <= 16
     assert gate.in_flight == 0
-    assert gate.throttled_total == sum(
-        1 for i in range(32) for n in range(50) if (i + n) % 7 == 0
-    )
+    assert gate.throttled_total == sum(1 for i in range(32) for n in range(50) if (i + n) % 7 == 0)
 
 
 def test_release_without_acquire_is_a_bug() -> None:

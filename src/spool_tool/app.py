@@ -44,7 +44,8 @@ class AppOptions:
 
 def show_status(spools: Sequence[tuple[Path, float]], log_format: str) -> bool:
     """Print each spool's backlog (JSON document or table), each ``(spool dir, hold_for in
-    minutes)``; changes nothing. False if a spool dir is missing."""
+    minutes)``; changes nothing. False if a spool dir is missing or cannot be read (the reason
+    is also written to stderr, one line each)."""
     now = time.time()
     backlogs = [
         measure_backlog(spool, hold_for_seconds=hold_for * 60, now=now)
@@ -57,7 +58,10 @@ def show_status(spools: Sequence[tuple[Path, float]], log_format: str) -> bool:
 
         # Piped (cron mail, less): wide enough that paths are not cut.
         render_table(backlogs, Console(width=None if sys.stdout.isatty() else 200))
-    return all(b.exists for b in backlogs)
+    for backlog in backlogs:
+        if backlog.error is not None:
+            sys.stderr.write(f"spool_tool: {display_name(backlog.error)}\n")
+    return all(b.ok for b in backlogs)
 
 
 def execute(configs: Sequence[Config], options: AppOptions, writer: LogWriter) -> Summary:

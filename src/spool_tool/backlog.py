@@ -15,9 +15,12 @@ Definitions (SPEC section 7):
 * ``completed_files`` / ``completed_bytes``: regular files in ``completed/``.
 * ``exists``: the spool dir and its ``new/`` exist; when False every count is 0.
 
-Directories are streamed with ``os.scandir``: memory stays constant for a million files. A spool
-dir or ``new/`` that exists but cannot be read raises ``OSError`` (the caller reports it); an
-entry that vanishes between ``readdir`` and ``lstat`` is simply not counted.
+* ``error``: why the spool could not be measured (``new/`` or ``completed/`` exists but cannot
+  be read: "SPOOL/new: cannot read the directory: Permission denied"; the journal is damaged);
+  every count is then 0.
+
+Directories are streamed (``spoolfs.regular_entries``): memory stays constant for a million
+files. An entry that vanishes between ``readdir`` and ``lstat`` is simply not counted.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spool_tool.display import display_name
+from spool_tool.errors import FatalError
 from spool_tool.journal import Journal
 from spool_tool.scan import is_old_enough
-from spool_tool.spoolfs import COMPLETED, NEW
+from spool_tool.spoolfs import COMPLETED, NEW, regular_entries
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,6 +56,12 @@ class Backlog:
     completed_files: int = 0
     completed_bytes: int = 0
     exists: bool = True
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The spool exists and could be measured."""
+        return self.exists and self.error is None
 
 
 def _is_dir(path: Path) -> bool:
@@ -63,19 +74,8 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _regular_files(directory: Path) -> Iterable[os.stat_result]:
-    """``lstat`` of each regular file directly in ``directory``, streamed."""
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # vanished between readdir and lstat
-            if stat.S_ISREG(st.st_mode):
-                yield st
-
-
 def _claims_in_flight(spool_dir: Path) -> int:
+    """``FatalError`` when the journal is damaged."""
     journal = Journal.read_only(spool_dir)
     if journal is None:
         return 0
@@ -86,14 +86,25 @@ def _claims_in_flight(spool_dir: Path) -> int:
 
 
 def measure_backlog(spool_dir: Path, *, hold_for_seconds: float, now: float) -> Backlog:
-    """Measure one spool's backlog as of ``now`` (Unix seconds). Read-only."""
+    """Measure one spool's backlog as of ``now`` (Unix seconds). Read-only; a directory that
+    cannot be read gives a ``Backlog`` whose ``error`` says so."""
     new_dir = spool_dir / NEW
     if not (_is_dir(spool_dir) and _is_dir(new_dir)):
         return Backlog(str(spool_dir), exists=False)
+    try:
+        return _measure(spool_dir, hold_for_seconds, now)
+    except FatalError as exc:  # a damaged journal
+        return Backlog(str(spool_dir), error=str(exc))
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else new_dir
+        reason = f"{where}: cannot read the directory: {exc.strerror or exc}"
+        return Backlog(str(spool_dir), error=reason)
 
+
+def _measure(spool_dir: Path, hold_for_seconds: float, now: float) -> Backlog:
     files = size = eligible = 0
     oldest_mtime = math.inf
-    for st in _regular_files(new_dir):
+    for _, st in regular_entries(spool_dir / NEW):
         files += 1
         size += st.st_size
         if is_old_enough(st, hold_for_seconds, now):
@@ -103,7 +114,7 @@ def measure_backlog(spool_dir: Path, *, hold_for_seconds: float, now: float) -> 
     completed_files = completed_bytes = 0
     completed_dir = spool_dir / COMPLETED
     if _is_dir(completed_dir):
-        for st in _regular_files(completed_dir):
+        for _, st in regular_entries(completed_dir):
             completed_files += 1
             completed_bytes += st.st_size
 
@@ -120,15 +131,11 @@ def measure_backlog(spool_dir: Path, *, hold_for_seconds: float, now: float) -> 
     )
 
 
-def _safe(text: str) -> str:
-    """Paths may hold undecodable bytes (surrogate escapes): show them escaped."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
-
-
 def backlog_dict(backlog: Backlog) -> dict[str, Any]:
     return {
-        "spool_dir": _safe(backlog.spool_dir),
+        "spool_dir": display_name(backlog.spool_dir),
         "exists": backlog.exists,
+        "error": None if backlog.error is None else display_name(backlog.error),
         "files_waiting": backlog.files_waiting,
         "bytes_waiting": backlog.bytes_waiting,
         "eligible_now": backlog.eligible_now,
@@ -205,9 +212,10 @@ def render_table(backlogs: Iterable[Backlog], console: Console) -> None:
     ):
         table.add_column(header, justify="right", overflow="fold")
     for b in backlogs:
-        name = Text(_safe(b.spool_dir))  # Text: a path is never parsed as rich markup
-        if not b.exists:
-            table.add_row(name, Text("missing", style="red"), *["-"] * 6)
+        name = Text(display_name(b.spool_dir))  # Text: a path is never parsed as rich markup
+        if not b.ok:
+            state = "missing" if b.error is None else "unreadable"
+            table.add_row(name, Text(state, style="red"), *["-"] * 6)
             continue
         table.add_row(
             name,

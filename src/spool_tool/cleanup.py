@@ -9,14 +9,14 @@ the ledger) and the file is kept when the object is missing or no longer matches
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from spool_tool.crashpoints import crash_point
 from spool_tool.errors import SpoolToolError
-from spool_tool.events import DeleteFailed, EventBus, FileDeleted
+from spool_tool.events import DeleteFailed, EventBus, FileDeleted, SpoolSkipped
+from spool_tool.spoolfs import regular_entries
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,14 +36,9 @@ def is_expired(st: os.stat_result, delete_after_seconds: float, now: float) -> b
 
 
 def _iter_expired(dir_fd: int, delete_after_seconds: float, now: float) -> Iterator[str]:
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode) and is_expired(st, delete_after_seconds, now):
-                yield entry.name
+    for entry, st in regular_entries(dir_fd):
+        if is_expired(st, delete_after_seconds, now):
+            yield entry.name
 
 
 class _Deleter:
@@ -76,10 +71,15 @@ class _Deleter:
             self.journal.forget_completed(self.deleted)
 
 
-def _open_dir(completed: Path) -> int | None:
+def _open_dir(completed: Path, bus: EventBus) -> int | None:
+    """A descriptor of ``completed/``; None when it is missing or (reported) unreadable."""
     try:
         return os.open(completed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        reason = f"{completed}: cannot read the directory: {exc.strerror}"
+        bus.emit(SpoolSkipped(completed.parent, reason, failed=True))
         return None
 
 
@@ -95,7 +95,7 @@ def delete_expired(
 ) -> None:
     """Delete expired regular files in ``completed``. With ``head`` (``--verify-before-delete``)
     only those whose object S3 still holds, intact, as the journal's ledger recorded it."""
-    dir_fd = _open_dir(completed)
+    dir_fd = _open_dir(completed, bus)
     if dir_fd is None:
         return
     deleter = _Deleter(completed, dir_fd, fs, bus, journal)

@@ -8,7 +8,9 @@ line and no escape sequence reaches a terminal.
 ``display_name`` renders:
 
 * undecodable bytes as ``\\xNN`` (the byte, as ``docs/metrics.md`` promises);
-* C0 controls, DEL and C1 controls as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN``;
+* C0 controls, DEL and C1 controls as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN``, and any
+  other character that is not printable (format characters such as bidi overrides, private
+  use, unassigned) as ``\\uNNNN`` or ``\\UNNNNNNNN``;
 * a backslash as ``\\\\`` so that the rendering is unambiguous;
 * every other character (printable Unicode, including spaces) as itself.
 """
@@ -20,11 +22,6 @@ import os
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code < 0xA0 or char in {"\u2028", "\u2029"}  # noqa: PLR2004
-
-
 def _escape_char(char: str) -> str:
     named = _NAMED.get(char)
     if named is not None:
@@ -32,9 +29,13 @@ def _escape_char(char: str) -> str:
     code = ord(char)
     if 0xDC80 <= code <= 0xDCFF:  # noqa: PLR2004 - a surrogate escape holds one raw byte
         return f"\\x{code - 0xDC00:02x}"
-    if _is_control(char) or 0xD800 <= code <= 0xDFFF:  # noqa: PLR2004
-        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"  # noqa: PLR2004
-    return char
+    if char.isprintable():
+        return char
+    # Controls, and every other character Python does not call printable: format characters
+    # (bidi overrides can reorder a line), private use, unassigned, lone surrogates.
+    if code <= 0xFF:  # noqa: PLR2004
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"  # noqa: PLR2004
 
 
 def display_name(name: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:

@@ -31,7 +31,9 @@ class SpoolSkipped:
 
 @dataclass(frozen=True, slots=True)
 class EntrySkipped:
-    """An entry in ``new/`` that is not shipped (not a regular file, future mtime...)."""
+    """An entry in ``new/`` the scan reports: not shipped (not a regular file; ``warning``
+    False) or worth a warning whose ``reason`` says what happens to it (a future mtime: shipped
+    with ``--hold-for`` 0, held otherwise; a dry run's file that would fail)."""
 
     path: Path
     reason: str

@@ -90,8 +90,12 @@ class Job:
             if journal is None:
                 continue
             assert self.destination is not None  # set up by open() for every live upload
-            with journal:
-                _upload_spool(spool, journal, self.config, bus, state, self.destination)
+            try:
+                with journal:
+                    _upload_spool(spool, journal, self.config, bus, state, self.destination)
+            except FatalError as exc:  # the journal failed mid-phase (damaged, disk full...)
+                if state.request_stop(str(exc)):
+                    bus.emit(RunStopped(str(exc)))
 
     def _lock(self, spool: Path, bus: EventBus) -> Journal | None:
         """Take the spool's lock; report (and return None) when it is busy or unusable. A busy
@@ -134,6 +138,9 @@ class Job:
                     journal=journal,
                     head=checker.head if checker is not None else None,
                 )
+            except FatalError as exc:  # the journal failed (damaged, disk full...)
+                if state.request_stop(str(exc)):
+                    bus.emit(RunStopped(str(exc)))
             finally:
                 if journal is not None:
                     journal.close()
@@ -152,6 +159,8 @@ def _upload_spool(
     fs = SpoolFS()
     fs.ensure_dir(spool / COMPLETED)
     candidates = _eligible(config, spool, bus, time.time())
+    if candidates is None:
+        return
     first = next(candidates, None)
     if first is None and not journal.claims:
         return
@@ -167,25 +176,38 @@ def _upload_spool(
         uploader.run(itertools.chain([first], candidates))
 
 
-def _eligible(config: Config, spool: Path, bus: EventBus, now: float) -> Iterator[Candidate]:
-    """The spool's eligible files; skipped entries and each scan window are reported."""
-    return iter_eligible(
-        spool / NEW,
-        hold_for_seconds=config.hold_for * 60,
-        now=now,
-        on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
-        on_window=lambda files, size, last: bus.emit(FilesFound(spool, files, size, last)),
-    )
+def _eligible(config: Config, spool: Path, bus: EventBus, now: float) -> Iterator[Candidate] | None:
+    """The spool's eligible files; skipped entries and each scan window are reported. None
+    (reported: this spool failed, the others go on) when ``new/`` cannot be read."""
+    new = spool / NEW
+    try:
+        return iter_eligible(
+            new,
+            hold_for_seconds=config.hold_for * 60,
+            now=now,
+            on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
+            on_window=lambda files, size, last: bus.emit(FilesFound(spool, files, size, last)),
+        )
+    except OSError as exc:
+        bus.emit(SpoolSkipped(spool, f"{new}: cannot read the directory: {exc.strerror}", True))
+        return None
 
 
 def _list_would_upload(config: Config, spool: Path, bus: EventBus) -> None:
     """The dry run of the upload phase: each file and the URI it would get (the journaled key
     for a file a killed run had claimed). Creates and changes nothing."""
-    journal = Journal.read_only(spool)
     now = time.time()
+    candidates = _eligible(config, spool, bus, now)
+    if candidates is None:
+        return
+    try:
+        journal = Journal.read_only(spool)
+    except FatalError as exc:  # a damaged journal
+        bus.emit(SpoolSkipped(spool, str(exc), True))
+        return
     token = normalise_spool_dir(str(spool))
     try:
-        for candidate in _eligible(config, spool, bus, now):
+        for candidate in candidates:
             claim = journal.get(candidate.name) if journal else None
             if claim is not None and claim.is_for(candidate.st):
                 key = claim.key

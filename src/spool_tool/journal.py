@@ -97,6 +97,25 @@ class SpoolBusyError(Exception):
     """Another spool_tool process holds this spool's lock."""
 
 
+# SQLite's own words for "this file is not (or no longer) a sound database".
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def journal_error(path: Path, exc: sqlite3.Error) -> FatalError:
+    """The one sentence for a journal that cannot be used, with what the operator can do.
+
+    A damaged journal (a corrupt page, not a database) is not repaired automatically: the
+    operator moves it aside and the next run starts a fresh one (README, "Recovering a damaged
+    journal", says what that costs)."""
+    if exc.sqlite_errorname in _DAMAGED:
+        return FatalError(
+            f"{path}: the journal is damaged ({exc}); with no spool_tool running on this spool, "
+            f"move it aside (mv {path} {path}.damaged, and its -wal and -shm files if any) and "
+            "run again: a fresh journal is started (README: Recovering a damaged journal)"
+        )
+    return FatalError(f"{path}: cannot use the journal: {exc}")
+
+
 def _enc(name: str) -> bytes:
     return os.fsencode(name)
 
@@ -108,21 +127,34 @@ def _dec(raw: bytes) -> str:
 class Journal:
     """Open with ``Journal.open(spool_dir)`` (takes the lock) or ``Journal.read_only``."""
 
-    def __init__(self, db: sqlite3.Connection, lock_fd: int | None) -> None:
+    def __init__(self, db: sqlite3.Connection, lock_fd: int | None, path: Path) -> None:
+        """Loads the claims; ``FatalError`` (see ``journal_error``) if they cannot be read."""
         self._db = db
         self._lock_fd = lock_fd
+        self.path = path
         # Multipart UploadIds are recorded from upload threads: serialise all access.
         self._mutex = threading.RLock()
         self._claims: dict[str, Claim] = {}
-        for row in db.execute(
-            "SELECT name, dev, ino, key, state, size, mtime_ns, upload_id, etag, checksum "
-            "FROM claims"
-        ):
-            claim = Claim(_dec(row[0]), *row[1:])
-            self._claims[claim.name] = claim
+        with self._guard():
+            for row in db.execute(
+                "SELECT name, dev, ino, key, state, size, mtime_ns, upload_id, etag, checksum "
+                "FROM claims"
+            ):
+                claim = Claim(_dec(row[0]), *row[1:])
+                self._claims[claim.name] = claim
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Every use of the database: an SQLite error becomes one ``FatalError`` sentence."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from exc
 
     @classmethod
     def open(cls, spool_dir: Path) -> Self:
+        """Take the spool's lock and open (or create) its journal. ``SpoolBusyError`` when
+        another process holds the lock; ``FatalError`` when the journal cannot be used."""
         state = spool_dir / ".spool_tool"
         try:
             state.mkdir(exist_ok=True)
@@ -134,21 +166,30 @@ class Journal:
         except BlockingIOError as exc:
             os.close(lock_fd)
             raise SpoolBusyError(str(spool_dir)) from exc
+        path = state / "journal.sqlite3"
         try:
-            db = sqlite3.connect(
-                state / "journal.sqlite3", isolation_level=None, check_same_thread=False
-            )
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            os.close(lock_fd)
+            raise journal_error(path, exc) from exc
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+            return cls(db, lock_fd, path)
+        except (sqlite3.Error, FatalError) as exc:
+            db.close()
             os.close(lock_fd)
-            raise FatalError(f"{spool_dir}: cannot open the journal: {exc}") from exc
-        return cls(db, lock_fd)
+            if isinstance(exc, FatalError):
+                raise
+            raise journal_error(path, exc) from exc
 
     @classmethod
     def read_only(cls, spool_dir: Path) -> Self | None:
-        """For ``--dry-run`` and ``--status``: read existing state, create nothing, no lock."""
+        """For ``--dry-run`` and ``--status``: read existing state, create nothing, no lock.
+
+        None when there is no journal (or it cannot be opened, e.g. not readable); a damaged
+        one raises ``FatalError`` (``journal_error``) so that the operator hears of it."""
         path = spool_dir / ".spool_tool" / "journal.sqlite3"
         if not path.exists():
             return None
@@ -158,11 +199,22 @@ class Journal:
             # writer checkpoints and removes its WAL when it closes.
             live = path.with_name(path.name + "-wal").exists()
             mode = "mode=ro" if live else "mode=ro&immutable=1"
-            db = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, isolation_level=None)
-            db.execute("SELECT 1 FROM claims LIMIT 1")
+            uri = f"{path.absolute().as_uri()}?{mode}"  # a file URI needs an absolute path
+            db = sqlite3.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error:
             return None
-        return cls(db, None)
+        try:
+            db.execute("SELECT 1 FROM claims LIMIT 1")
+        except sqlite3.Error as exc:
+            db.close()
+            if exc.sqlite_errorname in _DAMAGED:
+                raise journal_error(path, exc) from exc
+            return None
+        try:
+            return cls(db, None, path)
+        except FatalError:
+            db.close()
+            raise
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -181,12 +233,13 @@ class Journal:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._mutex:
+        with self._mutex, self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the cause is what we report
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -270,10 +323,11 @@ class Journal:
     # -- ledger -------------------------------------------------------------------------------
 
     def ledger_entry(self, completed_name: str) -> LedgerEntry | None:
-        row = self._db.execute(
-            "SELECT key, size, etag, checksum FROM ledger WHERE name = ?",
-            (_enc(completed_name),),
-        ).fetchone()
+        with self._mutex, self._guard():
+            row = self._db.execute(
+                "SELECT key, size, etag, checksum FROM ledger WHERE name = ?",
+                (_enc(completed_name),),
+            ).fetchone()
         return None if row is None else LedgerEntry(*row)
 
     def forget_completed(self, names: Iterable[str]) -> None:

@@ -105,7 +105,7 @@ class KeyTemplate:
         values: dict[str, str] = {}
         for kind, stamp in (("m", facts.mtime), ("c", facts.ctime)):
             if any(f.startswith(f"{kind}_") for f in self.fields):
-                dt = datetime.fromtimestamp(stamp, tz=UTC)
+                dt = _utc(stamp, kind)
                 values[f"{kind}_YYYY"] = f"{dt.year:04d}"
                 values[f"{kind}_MM"] = f"{dt.month:02d}"
                 values[f"{kind}_DD"] = f"{dt.day:02d}"
@@ -124,23 +124,37 @@ class KeyTemplate:
         return self.text.format_map(values)
 
 
+def _utc(stamp: float, kind: str) -> datetime:
+    """``stamp`` as a UTC date; ``FileError`` for a time outside the years 1..9999 (tmpfs,
+    btrfs and xfs store such times; Python's dates cannot hold them). Before 1970 is fine."""
+    try:
+        return datetime.fromtimestamp(stamp, tz=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        what = "modification" if kind == "m" else "creation"
+        raise FileError(
+            f"{what} time {stamp:.0f} (Unix seconds) is outside the years 1-9999, so the "
+            f"{{{kind}_*}} tokens cannot be rendered; give the file a real time (touch)"
+        ) from exc
+
+
 def full_key(prefix: str, rendered: str) -> str:
     """Join the destination prefix (a directory, may be empty) and a rendered key; validate it.
 
     Raises ``FileError`` for a key S3 cannot hold: empty, leading ``/``, over 1024 bytes,
-    not valid UTF-8 (an undecodable file name), or with control characters.
+    not valid UTF-8 (an undecodable file name), or with control characters. The message holds
+    the key as it is (not ``repr``): whoever shows it escapes it, once (``display_name``).
     """
     key = f"{prefix}{rendered}"
     if not rendered or rendered.startswith("/"):
-        raise FileError(f"rendered key {key!r} is empty or starts with '/'")
+        raise FileError(f"rendered key '{key}' is empty or starts with '/'")
     try:
         encoded = key.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise FileError(f"file name is not valid UTF-8, cannot build a key ({key!r})") from exc
+        raise FileError(f"file name is not valid UTF-8, cannot build a key ('{key}')") from exc
     if len(encoded) > MAX_KEY_BYTES:
         raise FileError(f"key is {len(encoded)} bytes, over S3's {MAX_KEY_BYTES}-byte limit")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):  # noqa: PLR2004 - ASCII controls
-        raise FileError(f"key {key!r} contains control characters; rename the file")
+        raise FileError(f"key '{key}' contains control characters; rename the file")
     return key
 
 

@@ -232,13 +232,15 @@ class SpoolUploader:
         payload = compress_to_temp(source, compression, tmp_dir)
         return payload, ObjectHeaders(content_type, ENCODING[compression])
 
-    def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float]:
+    def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float | None]:
+        """The upload's result and duration; None for a resumed file (the journal says a killed
+        run completed its upload, unchanged since: only the move is left, nothing is sent)."""
         if (
             claim.state == "uploaded"
             and claim.size == source.st.st_size
             and claim.mtime_ns == source.st.st_mtime_ns
         ):
-            return UploadResult(claim.key, source.size, claim.etag, claim.checksum), 0.0
+            return UploadResult(claim.key, source.size, claim.etag, claim.checksum), None
         started = time.monotonic()
 
         def record(upload_id: str | None) -> None:
@@ -263,7 +265,7 @@ class SpoolUploader:
         return result, seconds
 
     def _move(
-        self, source: Source, claim: Claim, result: UploadResult, uri: str, seconds: float
+        self, source: Source, claim: Claim, result: UploadResult, uri: str, seconds: float | None
     ) -> None:
         dst = self.fs.move_to_completed(source.path, self.completed)
         with contextlib.suppress(OSError):
@@ -277,7 +279,8 @@ class SpoolUploader:
         with self._done_lock:
             self._done.append(completion)
             due = len(self._done) >= FLUSH_EVERY
-        self.bus.emit(FileUploaded(source.path, uri, result.size, seconds))
+        resumed = seconds is None
+        self.bus.emit(FileUploaded(source.path, uri, result.size, seconds or 0.0, resumed=resumed))
         self.bus.emit(FileMoved(source.path, dst))
         if due:
             self._flush()

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from spool_tool.spoolfs import entry_kind, iter_entries
+
 SCAN_WINDOW = 8192
 # A file whose mtime is this far ahead of our clock is reported as being "in the future".
 FUTURE_TOLERANCE_SECONDS = 2.0
@@ -34,20 +36,6 @@ class Candidate:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def entry_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISLNK, "symlink"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-    ):
-        if test(mode):
-            return kind
-    return "special file"
 
 
 def is_old_enough(st: os.stat_result, hold_for_seconds: float, now: float) -> bool:
@@ -71,27 +59,44 @@ def iter_eligible(
 ) -> Iterator[Candidate]:
     """Yield regular files in ``new_dir`` unmodified for ``hold_for_seconds``, oldest first
     within each window. Non-regular entries are reported to ``on_skip`` and never touched;
-    ``on_window`` learns the size of each window (progress totals)."""
+    ``on_window`` learns the size of each window (progress totals).
+
+    ``new_dir`` is opened by the call itself: a directory that cannot be read raises
+    ``OSError`` here, before anything is yielded, so the caller can report that spool alone."""
+    return _windows(iter_entries(new_dir), hold_for_seconds, now, on_skip, on_window, window)
+
+
+def future_mtime_reason(hold_for_seconds: float) -> str:
+    """What happens to a file dated in the future, in words: with ``--hold-for`` 0 it is
+    uploaded anyway; otherwise it waits until it is ``--hold-for`` past its mtime."""
+    if hold_for_seconds == 0:
+        return "modification time is in the future (check the clock); uploading it anyway"
+    return "modification time is in the future (check the clock); waiting until it is old enough"
+
+
+def _windows(
+    entries: Iterator[tuple[os.DirEntry[str], os.stat_result]],
+    hold_for_seconds: float,
+    now: float,
+    on_skip: SkipReporter | None,
+    on_window: WindowReporter | None,
+    window: int,
+) -> Iterator[Candidate]:
     batch: list[Candidate] = []
-    with os.scandir(new_dir) as entries:
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # vanished between readdir and lstat
-            path = Path(entry.path)
-            if not stat.S_ISREG(st.st_mode):
-                if on_skip is not None:
-                    on_skip(path, f"not a regular file ({entry_kind(st.st_mode)})", False)
-                continue
-            if st.st_mtime - now > FUTURE_TOLERANCE_SECONDS and on_skip is not None:
-                on_skip(path, "modification time is in the future (check the clock)", True)
-            if not is_old_enough(st, hold_for_seconds, now):
-                continue
-            batch.append(Candidate(path, st))
-            if len(batch) >= window:
-                yield from _window(batch, on_window, last=False)
-                batch = []
+    for entry, st in entries:
+        path = Path(entry.path)
+        if not stat.S_ISREG(st.st_mode):
+            if on_skip is not None:
+                on_skip(path, f"not a regular file ({entry_kind(st.st_mode)})", False)
+            continue
+        if st.st_mtime - now > FUTURE_TOLERANCE_SECONDS and on_skip is not None:
+            on_skip(path, future_mtime_reason(hold_for_seconds), True)
+        if not is_old_enough(st, hold_for_seconds, now):
+            continue
+        batch.append(Candidate(path, st))
+        if len(batch) >= window:
+            yield from _window(batch, on_window, last=False)
+            batch = []
     yield from _window(batch, on_window, last=True)
 
 

@@ -18,13 +18,56 @@ from pathlib import Path
 
 from spool_tool.display import display_name
 from spool_tool.errors import FileError
-from spool_tool.scan import entry_kind
 
 NEW = "new"
 COMPLETED = "completed"
 STATE_DIR = ".spool_tool"
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MAX_RENAME_TRIES = 1000
+
+
+def entry_kind(mode: int) -> str:
+    """What a non-regular entry is, for messages ("symlink", "FIFO"...)."""
+    for test, kind in (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def iter_entries(directory: Path | int) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """Every entry directly in ``directory`` (a path or an open descriptor) with its ``lstat``
+    (never following symlinks), streamed. An entry that vanishes between ``readdir`` and
+    ``lstat`` is left out. The directory is opened at once: ``OSError`` (permission denied...)
+    is raised by the call itself, not at the first ``next``."""
+    entries = os.scandir(directory)
+    return _lstat_each(entries)
+
+
+def _lstat_each(
+    entries: os._ScandirIterator[str],  # typeshed's name for the result of scandir()
+) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    with entries as opened:
+        for entry in opened:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between readdir and lstat
+            yield entry, st
+
+
+def regular_entries(
+    directory: Path | int,
+) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """The regular files of ``iter_entries(directory)``: symlinks, directories, FIFOs and other
+    special entries are never shipped, counted or deleted."""
+    return ((entry, st) for entry, st in iter_entries(directory) if stat.S_ISREG(st.st_mode))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import stat
 import time
 from typing import TYPE_CHECKING
 
 from spool_tool.events import DaemonIdle, RunFinished, Summary
+from spool_tool.spoolfs import regular_entries
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,18 +80,12 @@ def next_eligible_at(new_dirs: list[tuple[Path, float]], now: float) -> float | 
         if hold_for <= 0:
             continue
         try:
-            entries = os.scandir(new)
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
+            for _, st in regular_entries(new):
                 due = st.st_mtime + hold_for
-                if stat.S_ISREG(st.st_mode) and due > now and (earliest is None or due < earliest):
+                if due > now and (earliest is None or due < earliest):
                     earliest = due
+        except OSError:
+            continue  # unreadable: the cycle reports it
     return earliest
 
 

@@ -1,6 +1,13 @@
 """Log lines for every event, as text or one JSON object per line, on stderr.
 
 Dry-run intentions ("would upload", "would delete") are the command's output and go to stdout.
+
+Every record is one physical line: the message (and, in JSON, every string field) passes
+through ``display_name`` once, as it is written, so a file name holding a newline, an escape
+sequence or undecodable bytes reads the same in a text line, a JSON value, ``--status`` and the
+metrics (``\\n``, ``\\x1b``, ``\\xff``). In JSON these are the characters backslash, ``x``,
+``f``, ``f``: the decoded value equals the text log's rendering, never a raw control character
+or a lone surrogate.
 """
 
 from __future__ import annotations
@@ -8,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -48,15 +56,18 @@ def level_for(verbose: int, quiet: int) -> int:
     return max(DEBUG, min(ERROR, INFO - 10 * verbose + 10 * quiet))
 
 
-def _safe(path: object) -> str:
-    """File names may hold undecodable bytes (surrogate escapes): show them escaped."""
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _failure_line(path: Path, uri: str | None, detail: str) -> str:
-    """``failed PATH -> URI: detail`` (the event's detail names neither: see errors.py)."""
-    target = f" -> {display_name(uri)}" if uri else ""
-    return f"failed {display_name(path)}{target}: {detail}"
+    """``failed PATH -> URI: detail`` (the event's detail names neither: see errors.py). Not
+    escaped here: ``LogWriter.write`` escapes every line once, as it is written."""
+    target = f" -> {uri}" if uri else ""
+    return f"failed {path}{target}: {detail}"
+
+
+def _json_value(value: Any) -> Any:
+    """Numbers and booleans as themselves; names and other text through ``display_name``."""
+    if isinstance(value, bool | int | float):
+        return value
+    return display_name(value if isinstance(value, str | os.PathLike) else str(value))
 
 
 class LogWriter:
@@ -83,15 +94,19 @@ class LogWriter:
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "level": logging.getLevelName(level).lower(),
                 "event": event,
-                **{k: v for k, v in fields.items() if v is not None},
-                "message": message,
+                **{k: _json_value(v) for k, v in fields.items() if v is not None},
+                "message": display_name(message),
             }
-            line = json.dumps(record, ensure_ascii=False, default=_safe)
+            line = json.dumps(record, ensure_ascii=False)
         else:
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            line = f"{stamp} {logging.getLevelName(level)} {message}"
-        self.stream.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+            line = f"{stamp} {logging.getLevelName(level)} {display_name(message)}"
+        self.stream.write(line + "\n")
         self.stream.flush()
+
+    def output(self, text: str) -> None:
+        """One line of the command's own output (dry-run intentions), escaped like a log."""
+        self.out.write(display_name(text) + "\n")
 
     def __call__(self, event: Event) -> None:
         if _QUIET_BELOW.get(type(event), ERROR) < self.level:
@@ -104,31 +119,29 @@ class LogWriter:
                 self.write(
                     DEBUG,
                     "spool_started",
-                    f"{phase} phase: {_safe(spool)}",
-                    spool_dir=_safe(spool),
+                    f"{phase} phase: {spool}",
+                    spool_dir=spool,
                     phase=phase,
                 )
             case SpoolSkipped(spool_dir=spool, reason=reason, failed=failed):
                 self.write(
                     ERROR if failed else INFO,  # busy: another run is on it, not a problem
                     "spool_skipped",
-                    _safe(reason),
-                    spool_dir=_safe(spool),
+                    reason,
+                    spool_dir=spool,
                 )
-            case EntrySkipped(path=path, reason=reason, warning=warning):
-                self.write(
-                    WARNING if warning else DEBUG,
-                    "skipped",
-                    f"skipped {_safe(path)}: {reason}",
-                    file=_safe(path),
-                )
+            case EntrySkipped(path=path, reason=reason, warning=False):
+                self.write(DEBUG, "skipped", f"skipped {path}: {reason}", file=path)
+            case EntrySkipped(path=path, reason=reason):
+                # A warning says itself what happens to the file (a future mtime may ship).
+                self.write(WARNING, "entry_warning", f"{path}: {reason}", file=path)
             case FileUploaded(path=path, uri=uri, size=size, seconds=seconds):
                 self.write(
                     INFO,
                     "uploaded",
-                    f"uploaded {_safe(path)} -> {_safe(uri)} ({size} bytes, {seconds:.3f} s)",
-                    file=_safe(path),
-                    uri=_safe(uri),
+                    f"uploaded {path} -> {uri} ({size} bytes, {seconds:.3f} s)",
+                    file=path,
+                    uri=uri,
                     bytes=size,
                     seconds=round(seconds, 6),
                 )
@@ -136,32 +149,32 @@ class LogWriter:
                 self.write(
                     DEBUG,
                     "moved",
-                    f"moved {_safe(path)} -> {_safe(dst)}",
-                    file=_safe(path),
-                    completed=_safe(dst),
+                    f"moved {path} -> {dst}",
+                    file=path,
+                    completed=dst,
                 )
             case FileFailed(path=path, uri=uri, kind=kind, message=message):
                 self.write(
                     ERROR,
                     "upload_failed",
                     _failure_line(path, uri, message),
-                    file=_safe(path),
-                    uri=_safe(uri) if uri else None,
+                    file=path,
+                    uri=uri,
                     kind=kind,
                 )
             case WouldUpload(path=path, uri=uri):
-                self.out.write(f"would upload {_safe(path)} -> {_safe(uri)}\n")
+                self.output(f"would upload {path} -> {uri}")
             case FileDeleted(path=path, dry_run=True):
-                self.out.write(f"would delete {_safe(path)}\n")
+                self.output(f"would delete {path}")
             case FileDeleted(path=path):
-                self.write(INFO, "deleted", f"deleted {_safe(path)}", file=_safe(path))
+                self.write(INFO, "deleted", f"deleted {path}", file=path)
             case DeleteFailed(path=path, message=message):
-                self.write(ERROR, "delete_failed", _safe(message), file=_safe(path))
+                self.write(ERROR, "delete_failed", message, file=path)
             case RunStopped(reason=reason, signal=signum, normal=normal):
                 level = INFO if normal else ERROR if signum is None else WARNING
-                self.write(level, "run_stopped", f"stopping: {_safe(reason)}", signal=signum)
+                self.write(level, "run_stopped", f"stopping: {reason}", signal=signum)
             case ExitingNow(reason=reason):
-                self.write(WARNING, "exiting", f"exiting now: {_safe(reason)}")
+                self.write(WARNING, "exiting", f"exiting now: {reason}")
                 self.out.flush()
             case DaemonIdle(spools=spools, seconds=seconds):
                 self.write(
@@ -182,7 +195,7 @@ def summary_line(s: Summary) -> str:
     elif s.stop.signal is not None:
         how = f"stopped by {signal.Signals(s.stop.signal).name}; "
     else:
-        how = f"stopped: {_safe(s.stop.reason)}; "
+        how = f"stopped: {s.stop.reason}; "
     if s.mode == "dry_run":
         return (
             f"summary (dry run, nothing changed): {how}would upload {s.would_upload} files, "
@@ -206,7 +219,7 @@ def summary_fields(s: Summary) -> dict[str, Any]:
             "bytes": s.bytes_uploaded,
         }
     if s.stop is not None:
-        fields |= {"stopped": _safe(s.stop.reason), "signal": s.stop.signal}
+        fields |= {"stopped": s.stop.reason, "signal": s.stop.signal}
     return fields | {"seconds": round(s.seconds, 6)}
 
 
