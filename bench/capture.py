@@ -125,6 +125,18 @@ async def serve(listen: int, upstream: tuple[str, int], out: IO[str]) -> None:
         await server.serve_forever()
 
 
+_EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _shape(value: str) -> str:
+    """A header value as a shape: a body's own SHA-256 is "<sha256 of body>"."""
+    if value == _EMPTY_SHA256:
+        return "<sha256 of empty body>"
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return "<sha256 of body>"
+    return value[:40]
+
+
 def summarise(path: Path) -> str:
     """Request shapes in a capture: count per (method, interesting headers) combination."""
     shapes: dict[str, list[int]] = {}
@@ -137,7 +149,7 @@ def summarise(path: Path) -> str:
         method, target = rec["request"].split()[:2]
         headers = {k.lower(): v for k, v in rec["headers"].items()}
         kind = "part" if "partNumber=" in target else ("create" if "uploads" in target else "")
-        shown = [f"{k}={headers[k][:40]}" for k in keep if k in headers]
+        shown = [f"{k}={_shape(headers[k])}" for k in keep if k in headers]
         shown += sorted(k for k in headers if k.startswith("x-amz-checksum-"))
         key = f"{method} {kind} " + ", ".join(shown)
         shapes.setdefault(key, []).append(rec["body_bytes"])

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -123,6 +124,22 @@ def report_stacks(stacks: Counter[str], rate: int, files: int, cpu: float) -> st
     return "\n".join(lines)
 
 
+def perf_summary(data: Path) -> str:
+    """CPU samples of the tool's process by shared object, then the top symbols."""
+    out = []
+    for sort, limit in (("dso", 15), ("dso,sym", 40)):
+        text = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", "--sort", sort],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        rows = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        out.append(f"perf report --sort {sort} (top {limit}):")
+        out.extend(rows[:limit])
+    return "\n".join(out)
+
+
 class _Proxy:
     """bench.capture's proxy on a thread, for the length of one run."""
 
@@ -146,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the --quick workload sizes")
     parser.add_argument("--py-spy", choices=("off", "plain", "native"), default="off")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument(
+        "--perf", action="store_true", help="perf record the tool (CPU by shared object, symbol)"
+    )
     parser.add_argument("--capture", action="store_true", help="log request heads via a proxy")
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     parser.add_argument("--spool-args", default="", help="extra spool_tool arguments")
@@ -189,9 +209,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         spy = [
                             str(Path(sys.executable).parent / "py-spy"), "record", "--format",
                             "raw", "--rate", str(args.rate), "--output", str(stacks_path),
-                            *(["--native"] if args.py_spy == "native" else []), "--",
+                            # --native pauses every thread per sample (64 of them: wall x10);
+                            # plain sampling need not stop the process at all.
+                            *(["--native"] if args.py_spy == "native" else ["--nonblocking"]),
+                            "--",
                         ]  # fmt: skip
                         cmd = [*spy, *cmd]
+                    perf_data = args.out / f"{name}.perf.data"
+                    if args.perf:
+                        perf = [
+                            shutil.which("perf") or "perf",
+                            "record",
+                            "-q",
+                            "-F",
+                            "999",
+                            "-o",
+                            str(perf_data),
+                            "--",
+                        ]
+                        cmd = [*perf, *cmd]
                     before = process_cpu_seconds(server.pid) or 0.0
                     res = run_child(
                         cmd,
@@ -214,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.py_spy != "off" and stacks_path.exists():
                         stacks = read_stacks(stacks_path)
                         print(report_stacks(stacks, args.rate, workload.count, res.cpu))
+                    if args.perf and perf_data.exists():
+                        print(perf_summary(perf_data))
                     if args.capture and heads.exists():
                         time.sleep(0.2)
                         print(capture.summarise(heads))
