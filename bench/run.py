@@ -174,7 +174,7 @@ def build_plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[str, ...]
     plan = []
     for name in names:
         w = table[name]
-        if w.first_upload:  # the first-upload probe watches spool_tool's completed/ dir
+        if w.first_upload or w.count == 0:  # W5 watches completed/; peers fail on W0
             tools = tuple(t for t in w.tools if chosen is None or t in chosen)
         else:
             tools = chosen if chosen is not None else w.tools
