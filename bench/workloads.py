@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from bench.tools import ALL_TOOLS, S5CMD, SPOOL_TOOL
+from bench.tools import ALL_TOOLS, S5CMD, SPOOL_DEFAULTS, SPOOL_TOOL, SPOOL_VARIANTS
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -14,7 +14,7 @@ _CHUNK = 8 * MIB
 
 @dataclass(frozen=True)
 class Workload:
-    name: str  # W1..W5
+    name: str  # W0..W5
     count: int
     size: int  # bytes per file
     runs: int  # default number of runs per tool
@@ -27,6 +27,8 @@ class Workload:
         return self.count * self.size
 
     def describe(self) -> str:
+        if self.count == 0:
+            return "an empty spool (a run with nothing to do)"
         return f"{self.count:,} x {human_size(self.size)}"
 
 
@@ -37,13 +39,17 @@ def human_size(n: int) -> str:
     return f"{n} B" if n != 1 else "1 byte"
 
 
+# W0 (nothing to do) only for spool_tool: s5cmd and aws exit non-zero on an empty source.
+_W4_TOOLS = (SPOOL_TOOL, SPOOL_DEFAULTS, S5CMD)
+
 FULL: dict[str, Workload] = {
     w.name: w
     for w in (
-        Workload("W1", 5_000, 4 * KIB, 3, ALL_TOOLS, 600),
-        Workload("W2", 500, 256 * KIB, 3, ALL_TOOLS, 600),
-        Workload("W3", 4, 256 * MIB, 3, ALL_TOOLS, 900),
-        Workload("W4", 100_000, 1 * KIB, 1, (SPOOL_TOOL, S5CMD), 3600),
+        Workload("W0", 0, 0, 5, SPOOL_VARIANTS, 120),
+        Workload("W1", 5_000, 4 * KIB, 5, ALL_TOOLS, 600),
+        Workload("W2", 500, 256 * KIB, 5, ALL_TOOLS, 600),
+        Workload("W3", 4, 256 * MIB, 5, ALL_TOOLS, 900),
+        Workload("W4", 100_000, 1 * KIB, 1, _W4_TOOLS, 3600),
         Workload("W5", 1_000_000, 1, 1, (SPOOL_TOOL,), 1800, first_upload=True),
     )
 }
@@ -52,10 +58,11 @@ FULL: dict[str, Workload] = {
 QUICK: dict[str, Workload] = {
     w.name: w
     for w in (
+        Workload("W0", 0, 0, 1, SPOOL_VARIANTS, 60),
         Workload("W1", 500, 4 * KIB, 1, ALL_TOOLS, 300),
         Workload("W2", 50, 256 * KIB, 1, ALL_TOOLS, 300),
         Workload("W3", 2, 24 * MIB, 1, ALL_TOOLS, 300),
-        Workload("W4", 2_000, 1 * KIB, 1, (SPOOL_TOOL, S5CMD), 300),
+        Workload("W4", 2_000, 1 * KIB, 1, _W4_TOOLS, 300),
         Workload("W5", 10_000, 1, 1, (SPOOL_TOOL,), 300, first_upload=True),
     )
 }
