@@ -62,6 +62,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import boto3
+import botocore.retries.standard
 import pytest
 from botocore.config import Config
 from hypothesis import settings
@@ -203,8 +204,37 @@ def moto_bucket(moto_server: str, moto_client: S3Client) -> str:
 
 
 @pytest.fixture
-def spool_dir(tmp_path: Path) -> Path:
+def spool(tmp_path: Path) -> Path:
     """``tmp_path/"spool"`` with an empty ``new/`` inside (``completed/`` is not created)."""
-    spool = tmp_path / "spool"
-    (spool / "new").mkdir(parents=True)
+    root = tmp_path / "spool"
+    (root / "new").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials and region of the SeaweedFS admin identity, for in-process runs."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep botocore's real retry decisions, but sleep 10 ms between attempts (in-process)."""
+    monkeypatch.setattr(
+        botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0.01
+    )
+
+
+@pytest.fixture
+def completed(spool: Path) -> Path:
+    """``spool/completed``, created (modules that always want it: ``usefixtures("completed")``)."""
+    completed = spool / "completed"
+    completed.mkdir()
+    return completed
+
+
+@pytest.fixture
+def spool_dir(spool: Path) -> Path:
+    """The same spool as ``spool`` (the name most modules use)."""
     return spool

@@ -19,17 +19,7 @@ MINUTE = 60
 N = 10  # --delete-after in minutes
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    (root / "new").mkdir(parents=True)
-    (root / "completed").mkdir()
-    return root
-
-
-@pytest.fixture
-def completed(spool: Path) -> Path:
-    return spool / "completed"
+pytestmark = pytest.mark.usefixtures("completed")
 
 
 class Recorder:

@@ -20,13 +20,6 @@ from tests.helpers import assert_one_line_error, make_files, run_cli, snapshot
 from tests.test_configfile import COMPANIONS, SAMPLES, reached
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    (root / "new").mkdir(parents=True)
-    return root
-
-
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert __version__ in capsys.readouterr().out

@@ -13,7 +13,6 @@ import urllib.request
 from typing import TYPE_CHECKING, Literal
 
 import boto3
-import botocore.retries.standard
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -40,6 +39,8 @@ if TYPE_CHECKING:
 BUCKET = "fault-tools"
 MiB = 1024 * 1024
 
+pytestmark = pytest.mark.usefixtures("fast_backoff")
+
 
 # ------------------------------------------------------------------------------- fixtures
 
@@ -63,14 +64,6 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep botocore's real retry decisions, but sleep 10 ms between attempts."""
-    monkeypatch.setattr(
-        botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0.01
-    )
 
 
 @pytest.fixture

@@ -54,12 +54,6 @@ if TYPE_CHECKING:
 TINY_TMPFS = "size=64k"
 
 
-@pytest.fixture
-def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in seaweed.env().items():
-        monkeypatch.setenv(name, value)
-
-
 def claims_of(spool: Path) -> dict[str, str]:
     journal = Journal.read_only(spool)
     if journal is None:

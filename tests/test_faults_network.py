@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import botocore.retries.standard
 import pytest
 
 from spool_tool.events import RunStopped, Summary
@@ -64,23 +63,10 @@ from tests.helpers import (
 if TYPE_CHECKING:
     from devtools.seaweed import SeaweedServer
 
+pytestmark = pytest.mark.usefixtures("fast_backoff")
+
 
 # ------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep botocore's real retry decisions, but sleep 10 ms between attempts (in-process)."""
-    monkeypatch.setattr(
-        botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0.01
-    )
-
-
-@pytest.fixture
-def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Credentials and region of the SeaweedFS admin identity for in-process runs."""
-    for name, value in seaweed.env().items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -17,13 +17,6 @@ BAD_NAME = os.fsdecode(b"x\xff")
 
 
 @pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    (root / "new").mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
 def journal(spool: Path) -> Iterator[Journal]:
     j = Journal.open(spool)
     try:

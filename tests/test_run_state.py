@@ -9,9 +9,7 @@ import os
 import pty
 import select
 import signal
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
@@ -28,6 +26,7 @@ from spool_tool.events import (
 from spool_tool.journal import Journal
 from spool_tool.observe.progress import SHOW_CURSOR, ProgressDisplay
 from spool_tool.watch import HEARTBEAT_SECONDS, _heartbeat
+from tests.faults.endpoints import SickEndpoint
 from tests.helpers import SPOOL_TOOL, Daemon, make_files, run_cli
 
 if TYPE_CHECKING:
@@ -49,38 +48,13 @@ def _wait_for(predicate: object, timeout: float) -> None:
 # -- 9.9: SIGTERM against an endpoint that never answers ---------------------------------------
 
 
-class BlackHole:
-    """A TCP server that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = threading.Event()
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            self.accepted.set()
-
-    def close(self) -> None:
-        for conn in self._conns:
-            conn.close()
-        self.sock.close()
-
-
-def _black_hole_env(hole: BlackHole) -> dict[str, str]:
+def _black_hole_env(hole: SickEndpoint) -> dict[str, str]:
     return {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "y",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{hole.port}",
+        "AWS_ENDPOINT_URL": hole.url,
     }
 
 
@@ -88,25 +62,24 @@ def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
     spool_dir: Path,
 ) -> None:
     make_files(spool_dir / "new", 3)
-    hole = BlackHole()
-    proc = subprocess.Popen(
-        [*SPOOL_TOOL, str(spool_dir), "s3://bucket/p/"],
-        env=_black_hole_env(hole),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert hole.accepted.wait(30), "the run never reached the endpoint"
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        hole.close()
+    with SickEndpoint("silent") as hole:
+        proc = subprocess.Popen(
+            [*SPOOL_TOOL, str(spool_dir), "s3://bucket/p/"],
+            env=_black_hole_env(hole),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert hole.reached.wait(30), "the run never reached the endpoint"
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert took < 10, took  # nothing was in flight: the 2 s idle grace, not the 30 s one
     assert "Traceback" not in stderr
@@ -119,66 +92,40 @@ def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
     ]
 
 
-class HangsOnPut(BlackHole):
-    """Answers GETs (the pre-flight) with ``NoSuchKey``; accepts PUTs and never answers."""
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            try:
-                chunk = conn.recv(4096)
-            except OSError:
-                return
-            if not chunk:
-                return
-            head += chunk
-        if head.startswith(b"PUT"):
-            self.accepted.set()
-            return  # never answer
-        body = b"<Error><Code>NoSuchKey</Code><Message>none</Message></Error>"
-        conn.sendall(
-            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        conn.close()
-
-
 def test_sigterm_abandons_uploads_in_flight_when_the_grace_period_ends(spool_dir: Path) -> None:
     """The uploads in flight get the grace period (1.5 s here, 30 s by default), then the
     process leaves with one line; the files stay in new/ with their keys journaled."""
     make_files(spool_dir / "new", 2)
-    hole = HangsOnPut()
-    code = (
-        "import sys, spool_tool.run as r; r.STOP_GRACE_SECONDS = 1.5; "
-        "from spool_tool.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    proc = subprocess.Popen(
-        [SPOOL_TOOL[0], "-c", code, "--addressing-style", "path", str(spool_dir), "s3://bucket/"],
-        env=_black_hole_env(hole),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert hole.accepted.wait(30), "no PUT reached the endpoint"
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        hole.close()
+    with SickEndpoint("hang-put") as hole:
+        code = (
+            "import sys, spool_tool.run as r; r.STOP_GRACE_SECONDS = 1.5; "
+            "from spool_tool.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
+        proc = subprocess.Popen(
+            [
+                SPOOL_TOOL[0],
+                "-c",
+                code,
+                "--addressing-style",
+                "path",
+                str(spool_dir),
+                "s3://bucket/",
+            ],
+            env=_black_hole_env(hole),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert hole.reached.wait(30), "no PUT reached the endpoint"
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert 1.4 <= took < 10, took
     assert "Traceback" not in stderr

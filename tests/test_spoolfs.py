@@ -20,13 +20,7 @@ from spool_tool.spoolfs import (
     unchanged_since,
 )
 
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    (root / "new").mkdir(parents=True)
-    (root / "completed").mkdir()
-    return root
+pytestmark = pytest.mark.usefixtures("completed")
 
 
 def put(path: Path, data: bytes) -> Path:

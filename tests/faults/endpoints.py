@@ -1,5 +1,6 @@
 """Sick S3 endpoints on 127.0.0.1 that ``FaultProxy`` cannot play: one that accepts connections
-and never answers, and one that resets every connection it accepts."""
+and never answers, one that resets every connection it accepts, and one that answers the
+pre-flight but never a PUT."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ if TYPE_CHECKING:
 
 class SickEndpoint:
     """``silent``: accept and hold every connection, never send a byte (a hung server behind a
-    load balancer). ``reset``: accept, then close with RST (SO_LINGER 0)."""
+    load balancer). ``reset``: accept, then close with RST (SO_LINGER 0). ``hang-put``: answer
+    GETs (the pre-flight) with ``NoSuchKey``, hold every PUT without answering.
 
-    def __init__(self, behaviour: Literal["silent", "reset"]) -> None:
+    ``reached`` is set once a connection was held (``silent``) or a PUT arrived (``hang-put``).
+    """
+
+    def __init__(self, behaviour: Literal["silent", "reset", "hang-put"]) -> None:
         self.behaviour = behaviour
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         self._listener.settimeout(0.1)
@@ -24,6 +29,7 @@ class SickEndpoint:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="sick-endpoint", daemon=True)
         self.accepted = 0
+        self.reached = threading.Event()
 
     @property
     def url(self) -> str:
@@ -40,9 +46,34 @@ class SickEndpoint:
             self.accepted += 1
             if self.behaviour == "silent":
                 self._held.append(conn)
+                self.reached.set()
+                continue
+            if self.behaviour == "hang-put":
+                self._held.append(conn)
+                threading.Thread(target=self._answer_get, args=(conn,), daemon=True).start()
                 continue
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
+
+    def _answer_get(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            try:
+                chunk = conn.recv(4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            head += chunk
+        if head.startswith(b"PUT"):
+            self.reached.set()
+            return  # never answer
+        body = b"<Error><Code>NoSuchKey</Code><Message>none</Message></Error>"
+        conn.sendall(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        conn.close()
 
     def __enter__(self) -> Self:
         self._thread.start()
