@@ -148,10 +148,9 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
-    """What one run (or one daemon cycle) did, built by ``RunState`` from the events."""
+class Counts:
+    """The counters of a run or cycle (``RunState`` counts them by these field names)."""
 
-    mode: Mode = "upload"
     uploaded: int = 0
     bytes_uploaded: int = 0
     failed: int = 0
@@ -161,6 +160,13 @@ class Summary:
     spools_failed: int = 0
     would_upload: int = 0
     would_delete: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Summary(Counts):
+    """What one run (or one daemon cycle) did, built by ``RunState`` from the events."""
+
+    mode: Mode = "upload"
     seconds: float = 0.0
     stop: Stop | None = None
     failures: tuple[str, ...] = ()

@@ -13,9 +13,9 @@ stays in force for every later cycle, and the first signal's stop replaces a fat
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 from spool_tool.events import (
@@ -32,19 +32,6 @@ from spool_tool.events import (
 )
 
 
-@dataclasses.dataclass
-class _Counts:
-    uploaded: int = 0
-    bytes_uploaded: int = 0
-    failed: int = 0
-    s3_failed: int = 0
-    deleted: int = 0
-    delete_failed: int = 0
-    spools_failed: int = 0
-    would_upload: int = 0
-    would_delete: int = 0
-
-
 class RunState:
     """Stop reason, signal and counters of a run (see the module docstring)."""
 
@@ -53,7 +40,7 @@ class RunState:
         self._lock = threading.Lock()
         self._signal_stop: Stop | None = None  # in force for the rest of the run
         self._stop: Stop | None = None  # this cycle's
-        self._counts = _Counts()
+        self._counts: Counter[str] = Counter()  # by the field names of events.Counts
         self._failures: list[str] = []
         self._consecutive_transient = 0
         self._started = time.monotonic()
@@ -111,23 +98,23 @@ class RunState:
         c = self._counts
         match event:
             case FileUploaded(size=size):
-                c.uploaded += 1
-                c.bytes_uploaded += size
+                c["uploaded"] += 1
+                c["bytes_uploaded"] += size
             case FileFailed(path=path, message=message, kind=kind):
-                c.failed += 1
-                c.s3_failed += kind in {"retryable", "fatal"}
+                c["failed"] += 1
+                c["s3_failed"] += kind in {"retryable", "fatal"}
                 self._failures.append(f"{path}: {message}")
             case WouldUpload():
-                c.would_upload += 1
+                c["would_upload"] += 1
             case FileDeleted(dry_run=dry_run):
                 if dry_run:
-                    c.would_delete += 1
+                    c["would_delete"] += 1
                 else:
-                    c.deleted += 1
+                    c["deleted"] += 1
             case DeleteFailed():
-                c.delete_failed += 1
+                c["delete_failed"] += 1
             case SpoolSkipped(failed=True):
-                c.spools_failed += 1
+                c["spools_failed"] += 1
             case _:
                 pass
 
@@ -137,7 +124,7 @@ class RunState:
         """Start counting a new cycle; a fatal stop of the last one is over, a signal is not."""
         with self._lock:
             self._stop = self._signal_stop
-            self._counts = _Counts()
+            self._counts = Counter()
             self._failures = []
             self._consecutive_transient = 0
             self._started = time.monotonic()
@@ -147,7 +134,7 @@ class RunState:
         with self._lock:
             return Summary(
                 mode=self.mode,
-                **dataclasses.asdict(self._counts),
+                **self._counts,
                 seconds=time.monotonic() - self._started,
                 stop=self._stop,
                 failures=tuple(self._failures),
