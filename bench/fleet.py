@@ -8,8 +8,8 @@
 Starts one SeaweedFS server (bucket ``fleet``) and a ``ThrottlingProxy`` in front of it
 (``bench/throttle_proxy.py``: ``503 SlowDown`` above ``--rate`` requests/s per partition). Each
 agent is a separate ``spool_tool`` process with its own spool (``--files`` files of ``--size``
-bytes, named ``aNN-NNNNNN.dat``) and its own host name (``fleet-NN``, set in a UTS namespace
-until spool_tool has ``--hostname``); all agents start together and run once. Agents whose
+bytes, named ``aNN-NNNNNN.dat``) and its own host name (``--hostname fleet-NN``, so no root
+is needed); all agents start together and run once. Agents whose
 spool still has files (uploads that failed under throttling exit 1 and stay in ``new/``) run
 again, up to ``--rounds`` rounds: that is how a cron fleet recovers.
 
@@ -22,8 +22,8 @@ empty. Exit status 0 when the exactly-once check passed.
 Key presets (``--keys``): ``date`` = ``{m_YYYY}{m_MM}{m_DD}/{hostname}/{fname}`` (every agent
 writes one partition), ``host`` = ``{hostname}/{m_YYYY}{m_MM}{m_DD}/{fname}`` (one partition
 per agent), ``uuid`` = ``{uuid4}/{fname}`` (use with ``--partition-chars 2``: 256 partitions,
-what a hash token gives), ``hash`` = ``{fname_hash}/{m_YYYY}{m_MM}{m_DD}/{fname}`` (needs the
-hash token of issue 12); ``--template`` overrides the preset.
+what a hash token gives), ``hash`` = ``{fname_hash}/{m_YYYY}{m_MM}{m_DD}/{fname}`` (256
+partitions by the file name's hash); ``--template`` overrides the preset.
 """
 
 from __future__ import annotations
@@ -93,21 +93,8 @@ def make_spool(root: Path, index: int, files: int, size: int) -> Path:
     return spool
 
 
-def can_set_hostname() -> bool:
-    try:
-        done = subprocess.run(
-            ["unshare", "--uts", "--", "hostname", "fleet-probe"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
 def agent_command(agent: Agent, args: argparse.Namespace, endpoint: str) -> list[str]:
-    tool = [
+    return [
         str(spool_tool_binary()),
         "-q",
         "--hold-for", "0",
@@ -116,14 +103,11 @@ def agent_command(agent: Agent, args: argparse.Namespace, endpoint: str) -> list
         "--endpoint-url", endpoint,
         "--addressing-style", "path",
         "--format", args.template,
+        "--hostname", agent.host,
         *args.spool_tool_args,
         str(agent.spool),
         f"s3://{BUCKET}/",
     ]  # fmt: skip
-    if "{hostname}" not in args.template:
-        return tool
-    # One host name per agent until spool_tool has --hostname: a UTS namespace per process.
-    return ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', agent.host, *tool]
 
 
 def run_round(
@@ -301,8 +285,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.template = args.template or PRESETS[args.keys]
     if not 1 <= args.agents <= MAX_AGENTS:
         parser.error(f"--agents must be 1..{MAX_AGENTS}")
-    if "{hostname}" in args.template and not can_set_hostname():
-        parser.error("{hostname} templates need unshare --uts (root); use --keys uuid")
     return args
 
 

@@ -28,6 +28,7 @@ from spool_tool.events import (
     SpoolSkipped,
     Stop,
     Summary,
+    ThrottleReport,
     WouldUpload,
 )
 
@@ -43,6 +44,7 @@ class _Counts:
     spools_failed: int = 0
     would_upload: int = 0
     would_delete: int = 0
+    throttled: int = 0
 
 
 class RunState:
@@ -128,6 +130,8 @@ class RunState:
                 c.delete_failed += 1
             case SpoolSkipped(failed=True):
                 c.spools_failed += 1
+            case ThrottleReport(throttled=throttled):
+                c.throttled += throttled
             case _:
                 pass
 
