@@ -3,6 +3,7 @@
     python -m bench.fleet --agents 4 --files 200                 # date-first keys
     python -m bench.fleet --agents 4 --keys host                 # host-first keys
     python -m bench.fleet --agents 16 --keys uuid --partition-chars 2
+    python -m bench.fleet --agents 4 --keys hash --mode fixed    # spread keys, fixed limit
     python -m bench.fleet --agents 4 -- --engine boto3 --max-attempts 3   # spool_tool options
 
 Starts one SeaweedFS server (bucket ``fleet``) and a ``ThrottlingProxy`` in front of it
@@ -100,6 +101,7 @@ def agent_command(agent: Agent, args: argparse.Namespace, endpoint: str) -> list
         "--hold-for", "0",
         "--no-cleanup",
         "--concurrency", str(args.concurrency),
+        "--concurrency-mode", args.mode,
         "--endpoint-url", endpoint,
         "--addressing-style", "path",
         "--format", args.template,
@@ -180,6 +182,7 @@ def summarise(
         "rate_per_partition": args.rate,
         "partition_chars": args.partition_chars,
         "concurrency": args.concurrency,
+        "mode": args.mode,
         "spool_tool_args": args.spool_tool_args,
         "round1_wall_s": round(first_wall, 2),
         "round1_uploaded": sum(a.first_uploaded for a in agents),
@@ -199,8 +202,8 @@ def summarise(
 
 
 TABLE_HEAD = (
-    "| agents | keys | R/s per partition | round-1 files/s | requests/file | throttled "
-    "| Jain | rounds | exactly once |\n|---|---|---|---|---|---|---|---|---|"
+    "| agents | keys | mode | R/s per partition | round-1 files/s | requests/file | throttled "
+    "| Jain | rounds | exactly once |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -213,6 +216,7 @@ def markdown(result: dict[str, object]) -> str:
     cells = [
         result["agents"],
         f"`{result['template']}`",
+        result["mode"],
         result["rate_per_partition"],
         result["round1_files_per_s"],
         result["requests_per_file"],
@@ -273,6 +277,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keys", choices=sorted(PRESETS), default="date")
     parser.add_argument("--template", help="a --format template instead of the preset")
     parser.add_argument("--concurrency", type=int, default=16, help="per agent (default 16)")
+    parser.add_argument(
+        "--mode", choices=("adaptive", "fixed"), default="adaptive",
+        help="the agents' --concurrency-mode (default adaptive)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="at most (default 3)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per round")
     parser.add_argument("--json", action="store_true", help="print the raw JSON record too")

@@ -26,7 +26,13 @@ from spool_tool.run import run
 from spool_tool.throttle import ThrottlingEnded, ThrottlingStarted
 from tests.faults.proxy import FaultProxy, FaultRule
 from tests.faults.runs import make_config
-from tests.helpers import SPOOL_TOOL, list_objects, make_files
+from tests.helpers import (
+    SPOOL_TOOL,
+    get_body,
+    list_objects,
+    make_files,
+    open_multipart_uploads,
+)
 from tests.test_faults_filesystem import claims_of
 
 if TYPE_CHECKING:
@@ -158,3 +164,32 @@ def test_bwlimit_paces_multipart_parts(
     took = time.monotonic() - started
     assert summary.ok, summary.failures
     assert took >= (15 - 1) / 5 * 0.9, took  # 15 MiB at 5 MiB/s, one burst and a part's slack
+
+
+@pytest.mark.parametrize("engine", ["obstore", "boto3"])
+def test_multipart_parts_throttled_complete_once(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, s3_env: None, engine: str
+) -> None:
+    """Parts answered 503 SlowDown are retried through the gate: each object complete and
+    intact, one object per file, no multipart upload left open."""
+    bodies = {f"big{i}.bin": os.urandom(12 << 20) for i in range(2)}
+    for name, body in bodies.items():
+        (spool_dir / "new" / name).write_bytes(body)
+    events: list[Event] = []
+    with FaultProxy(seaweed.endpoint_url) as proxy:
+        proxy.set_rules(
+            [FaultRule(action="status", methods=frozenset({"PUT"}), path_contains=part, times=2)
+             for part in ("partNumber=2", "partNumber=3")]
+        )  # fmt: skip
+        config = make_config(
+            spool_dir, s3_bucket, proxy.url, multipart=True, template="{fname}",
+            engine=engine,  # type: ignore[arg-type]
+        )  # fmt: skip
+        summary = run(config, [events.append])
+    assert summary.ok, summary.failures
+    assert summary.throttled == 4  # each rule answers SlowDown twice
+    client = seaweed.client()
+    for name, body in bodies.items():
+        assert get_body(client, s3_bucket, name) == body
+    assert sorted(list_objects(client, s3_bucket)) == sorted(bodies)
+    assert open_multipart_uploads(client, s3_bucket) == []
