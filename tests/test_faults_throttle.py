@@ -11,6 +11,8 @@ ends the run at once, the files staying in ``new/`` with their keys journaled.
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +24,7 @@ import pytest
 
 from bench.throttle_proxy import ThrottlingProxy
 from spool_tool.events import Event, ThrottleReport
+from spool_tool.observe.logs import LogWriter
 from spool_tool.run import run
 from spool_tool.throttle import ThrottlingEnded, ThrottlingStarted
 from tests.faults.proxy import FaultProxy, FaultRule
@@ -193,3 +196,24 @@ def test_multipart_parts_throttled_complete_once(
         assert get_body(client, s3_bucket, name) == body
     assert sorted(list_objects(client, s3_bucket)) == sorted(bodies)
     assert open_multipart_uploads(client, s3_bucket) == []
+
+
+def test_throttling_lines_one_warning_then_one_info() -> None:
+    """What a person and a log pipeline see: one warning when throttling starts, one line when
+    it ends, in text and as JSON events."""
+    text, as_json = io.StringIO(), io.StringIO()
+    for writer in (LogWriter(stream=text), LogWriter(fmt="json", stream=as_json)):
+        writer(ThrottlingStarted(limit=11))
+        writer(ThrottleReport(throttled=40, limit=11))  # counted, not logged
+        writer(ThrottlingEnded(seconds=12.34, throttled=40, limit=16))
+    started, ended = text.getvalue().splitlines()
+    assert " WARNING S3 is throttling requests (503 SlowDown): uploads in flight lowered to 11" in (
+        started
+    )
+    assert ended.endswith(
+        "INFO S3 throttling ended after 12.3 s (40 requests throttled); "
+        "uploads in flight back to 16"
+    )
+    records = [json.loads(line) for line in as_json.getvalue().splitlines()]
+    assert [r["event"] for r in records] == ["throttling_started", "throttling_ended"]
+    assert records[1]["throttled"] == 40
