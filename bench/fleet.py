@@ -3,13 +3,14 @@
     python -m bench.fleet --agents 4 --files 200                 # date-first keys
     python -m bench.fleet --agents 4 --keys host                 # host-first keys
     python -m bench.fleet --agents 16 --keys uuid --partition-chars 2
+    python -m bench.fleet --agents 4 --keys hash --mode fixed    # spread keys, fixed limit
     python -m bench.fleet --agents 4 -- --engine boto3 --max-attempts 3   # spool_tool options
 
 Starts one SeaweedFS server (bucket ``fleet``) and a ``ThrottlingProxy`` in front of it
 (``bench/throttle_proxy.py``: ``503 SlowDown`` above ``--rate`` requests/s per partition). Each
 agent is a separate ``spool_tool`` process with its own spool (``--files`` files of ``--size``
-bytes, named ``aNN-NNNNNN.dat``) and its own host name (``fleet-NN``, set in a UTS namespace
-until spool_tool has ``--hostname``); all agents start together and run once. Agents whose
+bytes, named ``aNN-NNNNNN.dat``) and its own host name (``--hostname fleet-NN``, so no root
+is needed); all agents start together and run once. Agents whose
 spool still has files (uploads that failed under throttling exit 1 and stay in ``new/``) run
 again, up to ``--rounds`` rounds: that is how a cron fleet recovers.
 
@@ -22,8 +23,8 @@ empty. Exit status 0 when the exactly-once check passed.
 Key presets (``--keys``): ``date`` = ``{m_YYYY}{m_MM}{m_DD}/{hostname}/{fname}`` (every agent
 writes one partition), ``host`` = ``{hostname}/{m_YYYY}{m_MM}{m_DD}/{fname}`` (one partition
 per agent), ``uuid`` = ``{uuid4}/{fname}`` (use with ``--partition-chars 2``: 256 partitions,
-what a hash token gives), ``hash`` = ``{fname_hash}/{m_YYYY}{m_MM}{m_DD}/{fname}`` (needs the
-hash token of issue 12); ``--template`` overrides the preset.
+what a hash token gives), ``hash`` = ``{fname_hash}/{m_YYYY}{m_MM}{m_DD}/{fname}`` (256
+partitions by the file name's hash); ``--template`` overrides the preset.
 """
 
 from __future__ import annotations
@@ -93,37 +94,22 @@ def make_spool(root: Path, index: int, files: int, size: int) -> Path:
     return spool
 
 
-def can_set_hostname() -> bool:
-    try:
-        done = subprocess.run(
-            ["unshare", "--uts", "--", "hostname", "fleet-probe"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
 def agent_command(agent: Agent, args: argparse.Namespace, endpoint: str) -> list[str]:
-    tool = [
+    return [
         str(spool_tool_binary()),
         "-q",
         "--hold-for", "0",
         "--no-cleanup",
         "--concurrency", str(args.concurrency),
+        "--concurrency-mode", args.mode,
         "--endpoint-url", endpoint,
         "--addressing-style", "path",
         "--format", args.template,
+        "--hostname", agent.host,
         *args.spool_tool_args,
         str(agent.spool),
         f"s3://{BUCKET}/",
     ]  # fmt: skip
-    if "{hostname}" not in args.template:
-        return tool
-    # One host name per agent until spool_tool has --hostname: a UTS namespace per process.
-    return ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', agent.host, *tool]
 
 
 def run_round(
@@ -196,6 +182,7 @@ def summarise(
         "rate_per_partition": args.rate,
         "partition_chars": args.partition_chars,
         "concurrency": args.concurrency,
+        "mode": args.mode,
         "spool_tool_args": args.spool_tool_args,
         "round1_wall_s": round(first_wall, 2),
         "round1_uploaded": sum(a.first_uploaded for a in agents),
@@ -215,8 +202,8 @@ def summarise(
 
 
 TABLE_HEAD = (
-    "| agents | keys | R/s per partition | round-1 files/s | requests/file | throttled "
-    "| Jain | rounds | exactly once |\n|---|---|---|---|---|---|---|---|---|"
+    "| agents | keys | mode | R/s per partition | round-1 files/s | requests/file | throttled "
+    "| Jain | rounds | exactly once |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -229,6 +216,7 @@ def markdown(result: dict[str, object]) -> str:
     cells = [
         result["agents"],
         f"`{result['template']}`",
+        result["mode"],
         result["rate_per_partition"],
         result["round1_files_per_s"],
         result["requests_per_file"],
@@ -289,6 +277,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keys", choices=sorted(PRESETS), default="date")
     parser.add_argument("--template", help="a --format template instead of the preset")
     parser.add_argument("--concurrency", type=int, default=16, help="per agent (default 16)")
+    parser.add_argument(
+        "--mode", choices=("adaptive", "fixed"), default="adaptive",
+        help="the agents' --concurrency-mode (default adaptive)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="at most (default 3)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per round")
     parser.add_argument("--json", action="store_true", help="print the raw JSON record too")
@@ -301,8 +293,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.template = args.template or PRESETS[args.keys]
     if not 1 <= args.agents <= MAX_AGENTS:
         parser.error(f"--agents must be 1..{MAX_AGENTS}")
-    if "{hostname}" in args.template and not can_set_hostname():
-        parser.error("{hostname} templates need unshare --uts (root); use --keys uuid")
     return args
 
 

@@ -177,6 +177,34 @@ def test_options_from_environment(spool: Path) -> None:
     assert "s3://bucket/cli/f00000.dat" in result.stdout
 
 
+def test_hostname_option_and_environment_set_the_token(spool: Path) -> None:
+    make_files(spool / "new", 1)
+    args = ("--dry-run", "--format", "{hostname}/{fname}", spool, "s3://bucket")
+    result = run_cli(*args, env={"SPOOL_TOOL_HOSTNAME": "node-7"})
+    assert result.returncode == 0, result.stderr
+    assert "s3://bucket/node-7/f00000.dat" in result.stdout
+    result = run_cli("--hostname", "pod-3", *args, env={"SPOOL_TOOL_HOSTNAME": "node-7"})
+    assert "s3://bucket/pod-3/f00000.dat" in result.stdout
+
+
+def test_hostname_is_used_for_real_uploads(spool: Path) -> None:
+    make_files(spool / "new", 1)
+    result = run_cli("--hostname", "pod-3", "--format", "{hostname}/{fname}", spool, "noop")
+    assert result.returncode == 0, result.stderr
+    assert "noop://pod-3/f00000.dat" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["a/b", "tab\there", "", "x" * 254])
+def test_hostname_rejects_slash_and_controls(spool: Path, name: str) -> None:
+    make_files(spool / "new", 1)
+    before = snapshot(spool)
+    result = run_cli("--hostname", name, spool, "noop")
+    assert result.returncode == 2
+    assert "invalid --hostname" in result.stderr
+    assert_one_line_error(result.stderr)
+    assert snapshot(spool) == before
+
+
 def test_bad_option_from_environment_is_usage_error(spool: Path) -> None:
     result = run_cli(spool, "noop", env={"SPOOL_TOOL_HOLD_FOR": "-3"})
     assert result.returncode == 2

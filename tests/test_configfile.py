@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from spool_tool.cli import build_app_options, build_config, resolve
+from spool_tool.config import MinFree
 from spool_tool.configfile import ConfigFile, SpoolSection, load_config_file
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
@@ -457,11 +458,15 @@ def test_every_key_rejects_a_value_of_the_wrong_type(tmp_path: Path) -> None:
 SAMPLES: dict[str, tuple[str, str, object]] = {
     "hold_for": ("2.5", "2.5", 2.5),
     "delete_after": ("120", "120", 120.0),
+    "min_free": ('"2GiB"', "2GiB", MinFree(bytes=2 << 30)),
     "format": ('"x/{fname}"', "x/{fname}", KeyTemplate.parse("x/{fname}")),
+    "hostname": ('"node-17"', "node-17", "node-17"),
     "dry_run": ("true", "1", True),
     "no_upload": ("true", "yes", False),  # Config.upload
     "no_cleanup": ("true", "true", False),  # Config.cleanup
     "concurrency": ("8", "8", 8),
+    "concurrency_mode": ('"fixed"', "fixed", "fixed"),
+    "bwlimit": ('"20M"', "20M", 20 << 20),
     "endpoint_url": ('"http://127.0.0.1:9000"', "http://127.0.0.1:9000", "http://127.0.0.1:9000"),
     "region": ('"eu-west-1"', "eu-west-1", "eu-west-1"),
     "profile": ('"ingest"', "ingest", "ingest"),

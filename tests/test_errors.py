@@ -16,7 +16,7 @@ from spool_tool.destinations.s3errors import (
     classify_preflight,
     outcome,
 )
-from spool_tool.errors import FatalError, FileError, RetryableError
+from spool_tool.errors import FatalError, FileError, RetryableError, ThrottledError
 from spool_tool.events import FileFailed
 from spool_tool.observe.logs import LogHandler, LogWriter
 
@@ -85,7 +85,8 @@ def test_one_table_decides_retry_skip_or_stop(failure: S3Failure, expected: str)
     assert outcome(failure) == expected
     error = classify(failure, "s3://b/k")
     kind = {"retry": RetryableError, "skip": FileError, "stop": FatalError}[expected]
-    assert type(error) is kind
+    assert isinstance(error, kind)
+    assert type(error) in {kind, ThrottledError}
 
 
 def test_every_code_in_the_table_has_a_known_outcome() -> None:
@@ -127,3 +128,20 @@ def test_a_warning_that_cannot_be_written_never_fails_the_request_that_logged_it
     handler = LogHandler(LogWriter(stream=stream))
     record = logging.LogRecord("spool_tool.x", logging.WARNING, __file__, 1, "retrying", (), None)
     handler.emit(record)  # no exception
+
+
+@pytest.mark.parametrize(
+    ("failure", "throttling"),
+    [
+        (S3Failure(code="SlowDown", status=503), True),
+        (S3Failure(code="Throttling", status=400), True),
+        (S3Failure(status=429), True),
+        (S3Failure(code="ServiceUnavailable", status=503), False),
+        (S3Failure(code="InternalError", status=500), False),
+        (S3Failure(status=503), False),
+    ],
+)
+def test_throttling_answers_are_throttled_errors(failure: S3Failure, throttling: bool) -> None:
+    error = classify(failure, "s3://b/k")
+    assert isinstance(error, RetryableError)
+    assert isinstance(error, ThrottledError) is throttling

@@ -21,6 +21,7 @@ from spool_tool.keys import (
     TOKENS,
     FileFacts,
     KeyTemplate,
+    fname_hash,
     full_key,
     normalise_spool_dir,
     short_hostname,
@@ -65,7 +66,8 @@ def test_parse_accepts_all_tokens_together() -> None:
 
 def test_token_list_is_what_the_spec_documents() -> None:
     times = {f"{k}_{p}" for k in "mc" for p in ("YYYY", "MM", "DD", "hh", "mm", "ss")}
-    assert set(TOKENS) == times | {"uuid1", "uuid4", "fname", "now", "spool_dir", "hostname"}
+    others = {"uuid1", "uuid4", "fname", "now", "spool_dir", "hostname", "fname_hash"}
+    assert set(TOKENS) == times | others
 
 
 @pytest.mark.parametrize(
@@ -224,6 +226,42 @@ def test_render_hostname_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "web1.eu-west.example.com")
     assert short_hostname() == "web1"
     assert render("{hostname}/{fname}") == "web1/data.csv"
+
+
+def test_hostname_override_used_in_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "web1.example.com")
+    given = FileFacts("data.csv", "s", 1.0, 1.0, 2.0, hostname="node-17.cluster")
+    assert render("{hostname}/{fname}", given) == "node-17.cluster/data.csv"
+
+
+def test_fname_hash_is_stable_and_two_hex_digits() -> None:
+    # The same name renders the same prefix, in every run.
+    import hashlib  # noqa: PLC0415
+
+    expected = hashlib.sha256(b"data.csv").hexdigest()[:2]
+    assert render("{fname_hash}/{fname}") == f"{expected}/data.csv"
+    assert render("{fname_hash}") == render("{fname_hash}")
+    # An undecodable name (surrogate escapes) hashes its raw bytes.
+    assert fname_hash("\udcff.dat") == hashlib.sha256(b"\xff.dat").hexdigest()[:2]
+
+
+@settings(max_examples=300)
+@given(st.text(min_size=1))
+def test_fname_hash_of_any_name_is_two_hex_digits(name: str) -> None:
+    value = fname_hash(name)
+    assert re.fullmatch(r"[0-9a-f]{2}", value)
+    assert value == fname_hash(name)
+
+
+def test_fname_hash_spreads_names_evenly() -> None:
+    # 10,000 names like a spool's (same stem, a counter): no prefix gets more than 1.5%
+    # (uniform is 1/256, 0.39%).
+    counts: dict[str, int] = {}
+    for i in range(10_000):
+        value = fname_hash(f"events-{i:06d}.json")
+        counts[value] = counts.get(value, 0) + 1
+    assert len(counts) == 256
+    assert max(counts.values()) <= 150
 
 
 def test_render_hostname_of_this_machine_has_no_dots() -> None:

@@ -33,6 +33,7 @@ from spool_tool.journal import Claim, Journal
 from spool_tool.keys import KeyTemplate
 from spool_tool.observe.metrics import MetricsListener, state_path
 from spool_tool.run import run
+from spool_tool.throttle import ThrottlingStarted
 
 NOW = 1_700_000_000.0
 P = Path("/spool/new/f")
@@ -42,6 +43,7 @@ EXPECTED_SAMPLE_NAMES = {
     "spool_tool_bytes_uploaded_total",
     "spool_tool_upload_failures_total",
     "spool_tool_files_deleted_total",
+    "spool_tool_throttled_requests_total",
     "spool_tool_upload_duration_seconds_bucket",
     "spool_tool_upload_duration_seconds_sum",
     "spool_tool_upload_duration_seconds_count",
@@ -434,3 +436,33 @@ def test_resumed_upload_is_flagged_counted_and_not_observed(tmp_path: Path) -> N
     found = samples(generate_latest(listener.registry))
     assert value(found, "spool_tool_files_uploaded_total") == 1
     assert value(found, "spool_tool_upload_duration_seconds_count") == 0
+
+
+def test_filesystem_free_gauge_per_spool_dir() -> None:
+    listener = MetricsListener(clock=clock)
+    listener(events.FilesystemMeasured(Path("/spool/a"), 1000, 4000, 500, 2))
+    listener(events.FilesystemMeasured(Path("/spool/b"), 7, 4000))
+    listener(events.FilesystemMeasured(Path("/spool/a"), 1500, 4000, 500))  # the latest wins
+    found = samples(generate_latest(listener.registry))
+    assert value(found, "spool_tool_filesystem_free_bytes", spool_dir="/spool/a") == 1500
+    assert value(found, "spool_tool_filesystem_free_bytes", spool_dir="/spool/b") == 7
+    assert (
+        "# TYPE spool_tool_filesystem_free_bytes gauge"
+        in generate_latest(listener.registry).decode()
+    )
+
+
+def test_throttled_counter_is_kept_across_cron_runs_and_concurrency_gauge(tmp_path: Path) -> None:
+    prom = tmp_path / "spool_tool.prom"
+    first = MetricsListener(prom, clock=clock)
+    first(ThrottlingStarted(limit=11))
+    first(events.ThrottleReport(throttled=7, limit=16))
+    first(RunFinished(Summary(throttled=7)))
+    first.write_textfile()
+    assert json.loads(state_path(prom).read_text())["throttled_requests"] == 7
+    second = MetricsListener(prom, clock=clock)  # the next cron run
+    second(events.ThrottleReport(throttled=2, limit=5))
+    second.write_textfile()
+    found = samples(prom.read_text())
+    assert value(found, "spool_tool_throttled_requests_total") == 9
+    assert value(found, "spool_tool_concurrency") == 5

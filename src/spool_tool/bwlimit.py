@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from spool_tool.errors import ConfigError
 from spool_tool.sizes import to_bytes
 
 BURST_SECONDS = 0.2
@@ -44,13 +43,11 @@ class BandwidthCancelledError(Exception):
 
 
 def parse_rate(text: str) -> int:
-    """``20M``, ``512K``, ``1.5G`` -> bytes per second (``ConfigError`` names --bwlimit)."""
-    try:
-        rate = to_bytes(text)
-    except ValueError as exc:
-        raise ConfigError(f"invalid --bwlimit {text!r}: {exc}") from None
+    """``20M``, ``512K``, ``1.5G`` -> bytes per second; ``ValueError(reason)`` (the option
+    schema names --bwlimit and the value)."""
+    rate = to_bytes(text)
     if rate < MIN_RATE:
-        raise ConfigError(f"invalid --bwlimit {text!r}: at least 1K (bytes per second)")
+        raise ValueError("at least 1K (bytes per second)")
     return rate
 
 

@@ -52,18 +52,20 @@ class _Deleter:
         self.journal = journal
         self.deleted: list[str] = []
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str) -> bool:
+        """Delete (or, in a dry run, report) one file; False when it was not deleted."""
         path = self.completed / name
         try:
             self.fs.delete(self.dir_fd, name)
         except FileNotFoundError:
-            return
+            return False
         except OSError as exc:
             self.bus.emit(DeleteFailed(path, f"{path}: cannot delete: {exc.strerror}"))
-            return
+            return False
         self.deleted.append(name)
         self.bus.emit(FileDeleted(path, dry_run=self.fs.dry_run))
         crash_point("mid_cleanup")
+        return True
 
     def finish(self) -> None:
         os.close(self.dir_fd)

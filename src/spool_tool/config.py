@@ -5,6 +5,7 @@ Everything here is checked before any file is touched; a problem is a ``ConfigEr
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from spool_tool.keys import KeyTemplate
 ChecksumName = Literal["auto", "sha256", "crc64nvme", "crc32", "crc32c", "sha1", "off"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 EngineName = Literal["auto", "obstore", "boto3"]
+ConcurrencyMode = Literal["adaptive", "fixed"]
 SSEMode = Literal["AES256", "aws:kms"]
 Compression = Literal["gzip", "zstd"]
 ACLName = Literal[
@@ -27,6 +29,7 @@ ACLName = Literal[
 CHECKSUMS: tuple[str, ...] = get_args(ChecksumName)
 ADDRESSING_STYLES: tuple[str, ...] = get_args(AddressingStyle)
 ENGINES: tuple[str, ...] = get_args(EngineName)
+CONCURRENCY_MODES: tuple[str, ...] = get_args(ConcurrencyMode)
 SSE_MODES: tuple[str, ...] = get_args(SSEMode)
 COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 ACLS: tuple[str, ...] = get_args(ACLName)
@@ -83,6 +86,21 @@ def _bad_destination(text: str, reason: str) -> ConfigError:
 
 
 @dataclass(frozen=True)
+class MinFree:
+    """``--min-free``: bytes, or a percentage of the filesystem's size (0 < percent < 100)."""
+
+    bytes: int | None = None
+    percent: float | None = None
+
+    def watermark(self, total: int) -> int:
+        """The free bytes cleanup keeps on a filesystem of ``total`` bytes."""
+        if self.bytes is not None:
+            return self.bytes
+        assert self.percent is not None
+        return math.ceil(total * self.percent / 100)
+
+
+@dataclass(frozen=True)
 class S3Options:
     endpoint_url: str | None = None
     region: str | None = None
@@ -96,6 +114,8 @@ class S3Options:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     engine: EngineName = "auto"
+    concurrency_mode: ConcurrencyMode = "adaptive"
+    bwlimit: int | None = None  # bytes per second over every upload of the process
     # Object options (README "S3 options").
     storage_class: str | None = None
     sse: SSEMode | None = None
@@ -140,6 +160,8 @@ class Config:
     concurrency: int = DEFAULT_CONCURRENCY
     s3: S3Options = field(default_factory=S3Options)
     verify_before_delete: bool = False
+    hostname: str = ""  # the {hostname} token; "" means this machine's short name
+    min_free: MinFree | None = None  # disk-pressure retention in cleanup (diskspace.py)
 
     def __post_init__(self) -> None:
         # Each value was checked by its parser in options.py (ranges, sizes, templates).

@@ -119,6 +119,10 @@ class RetryableError(SpoolToolError):
     """A transient failure that outlasted the retries; the next run tries again."""
 
 
+class ThrottledError(RetryableError):
+    """S3 was throttling (``503 SlowDown``...) through every attempt: retry later, slower."""
+
+
 class FatalError(SpoolToolError):
     """A failure that dooms every upload of this run; stop early with one clear message."""
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+# The gate's own reports (defined in throttle.py, which has no dependencies) are events too.
+from spool_tool.throttle import ThrottlingEnded, ThrottlingStarted
+
 if TYPE_CHECKING:
     from spool_tool.backlog import Backlog
 
@@ -90,6 +93,40 @@ class DeleteFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ThrottleReport:
+    """A destination's adaptive concurrency at the end of a cycle: throttling answers S3 gave
+    since the last report, and the limit on requests in flight now."""
+
+    throttled: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemMeasured:
+    """The filesystem holding a spool's ``completed/``, after the cleanup phase's
+    ``--min-free`` pass (``watermark`` 0 without ``--min-free``); ``deleted``: files that
+    pass removed to reach the watermark."""
+
+    spool_dir: Path
+    free: int
+    total: int
+    watermark: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DiskPressure:
+    """``completed/`` is empty (of deletable files) and the filesystem is still under the
+    ``--min-free`` watermark: ``new/`` (``new_bytes``), not yet uploaded, fills it."""
+
+    spool_dir: Path
+    free: int
+    total: int
+    watermark: int
+    new_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class FilesFound:
     """The scan of a spool's ``new/`` found eligible files (one event per scan window).
 
@@ -160,6 +197,7 @@ class Counts:
     spools_failed: int = 0
     would_upload: int = 0
     would_delete: int = 0
+    throttled: int = 0  # S3 requests answered with a throttling error (503 SlowDown...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +250,11 @@ Event = (
     | FileDeleted
     | DeleteFailed
     | FilesFound
+    | FilesystemMeasured
+    | ThrottlingStarted
+    | ThrottlingEnded
+    | ThrottleReport
+    | DiskPressure
     | RunStopped
     | ExitingNow
     | DaemonIdle

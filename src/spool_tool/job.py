@@ -14,13 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from spool_tool.backlog import measure_backlog
 from spool_tool.cleanup import delete_expired
 from spool_tool.config import Config
+from spool_tool.diskspace import delete_for_space, free_space
 from spool_tool.errors import FatalError, FileError
 from spool_tool.events import (
+    DiskPressure,
     EntrySkipped,
     EventBus,
     FilesFound,
+    FilesystemMeasured,
     RunStopped,
     SpoolSkipped,
     SpoolStarted,
@@ -35,6 +39,7 @@ from spool_tool.spoolfs import COMPLETED, NEW, SpoolFS
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from spool_tool.cleanup import Head
     from spool_tool.destinations.base import Destination
     from spool_tool.runstate import RunState
 
@@ -129,6 +134,7 @@ class Job:
                     continue
             checker = self.destination if config.verify_before_delete else None
             try:
+                _make_room(spool, config, bus, journal, checker.head if checker else None)
                 delete_expired(
                     completed,
                     delete_after_seconds=config.delete_after * 60,
@@ -145,6 +151,35 @@ class Job:
                 if journal is not None:
                     journal.close()
         self._busy.clear()
+
+
+def _make_room(
+    spool: Path, config: Config, bus: EventBus, journal: Journal | None, head: Head | None
+) -> None:
+    """``--min-free``: delete the oldest completed files while the disk is short, then report
+    the filesystem (gauge) and, when ``new/`` alone keeps it short, the pressure (warning)."""
+    if config.min_free is None:
+        try:
+            space = free_space(spool / COMPLETED)
+        except OSError:
+            return  # cleanup reports an unreadable completed/
+        bus.emit(FilesystemMeasured(spool, space.free, space.total))
+        return
+    report = delete_for_space(
+        spool / COMPLETED,
+        min_free=config.min_free,
+        fs=SpoolFS(dry_run=config.dry_run),
+        bus=bus,
+        journal=journal,
+        head=head,
+    )
+    if report is None:
+        return
+    free, total, mark = report.space.free, report.space.total, report.watermark
+    bus.emit(FilesystemMeasured(spool, free, total, mark, report.deleted))
+    if report.short:
+        waiting = measure_backlog(spool, hold_for_seconds=0, now=time.time()).bytes_waiting
+        bus.emit(DiskPressure(spool, free, total, mark, waiting))
 
 
 def _upload_spool(

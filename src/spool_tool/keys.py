@@ -6,24 +6,24 @@ no positional fields, attribute or index access, conversions or format specs.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
 import socket
 import string
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from spool_tool.errors import ConfigError, FileError
-
-if TYPE_CHECKING:
-    import os
 
 MAX_KEY_BYTES = 1024
 
 _TIME_PARTS = ("YYYY", "MM", "DD", "hh", "mm", "ss")
 TIME_TOKENS = tuple(f"{kind}_{part}" for kind in ("m", "c") for part in _TIME_PARTS)
-TOKENS: tuple[str, ...] = (*TIME_TOKENS, "uuid1", "uuid4", "fname", "now", "spool_dir", "hostname")
+TOKENS: tuple[str, ...] = (
+    *TIME_TOKENS, "uuid1", "uuid4", "fname", "now", "spool_dir", "hostname", "fname_hash",
+)  # fmt: skip
 # Tokens whose value is never empty: a template with one of them cannot render an empty key.
 _NEVER_EMPTY = frozenset(TOKENS) - {"spool_dir"}
 
@@ -37,10 +37,18 @@ class FileFacts:
     mtime: float
     ctime: float
     now: float
+    hostname: str = ""  # ``Config.hostname``: --hostname, else this machine's short name
 
 
 def short_hostname() -> str:
     return socket.gethostname().split(".", 1)[0]
+
+
+def fname_hash(name: str) -> str:
+    """Two hex digits of SHA-256 of the file name's bytes: stable for a name (a rerun renders
+    the same key), spread evenly over 256 values, so keys starting with it fall into 256 S3
+    prefixes instead of one hot date partition."""
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:2]
 
 
 def creation_time(st: os.stat_result) -> float:
@@ -117,7 +125,9 @@ class KeyTemplate:
         if "uuid4" in self.fields:
             values["uuid4"] = str(uuid.uuid4())
         if "hostname" in self.fields:
-            values["hostname"] = short_hostname()
+            values["hostname"] = facts.hostname or short_hostname()
+        if "fname_hash" in self.fields:
+            values["fname_hash"] = fname_hash(facts.name)
         values["fname"] = facts.name
         values["now"] = str(int(facts.now))
         values["spool_dir"] = facts.spool_dir

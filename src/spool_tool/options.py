@@ -27,6 +27,7 @@ from spool_tool.config import (
     ADDRESSING_STYLES,
     CHECKSUMS,
     COMPRESSIONS,
+    CONCURRENCY_MODES,
     DEFAULT_CONCURRENCY,
     DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_PART_SIZE,
@@ -34,7 +35,7 @@ from spool_tool.config import (
     SSE_MODES,
 )
 from spool_tool.errors import ConfigError
-from spool_tool.keys import KeyTemplate
+from spool_tool.keys import KeyTemplate, short_hostname
 from spool_tool.parsers import (
     Parser,
     choice,
@@ -42,9 +43,12 @@ from spool_tool.parsers import (
     destination,
     directories,
     flag,
+    hostname,
     integer,
+    min_free,
     minutes,
     pairs,
+    rate,
     seconds,
     size,
     template,
@@ -157,9 +161,15 @@ OPTIONS: tuple[Option, ...] = (
            default=0.0, doc_default="0", metavar="MINUTES"),
     Option("delete_after", minutes, "Cleanup deletes completed files older than this "
            "(0 deletes all).", G, default=60.0, doc_default="60", metavar="MINUTES"),
+    Option("min_free", min_free, "Cleanup deletes the oldest completed files first while the "
+           "filesystem has less free space than this (before --delete-after).", G,
+           metavar="SIZE|PERCENT", doc_default="off"),
     Option("format", template, "Object key template relative to the destination prefix.", G,
            default=KeyTemplate.parse("{fname}"), doc_default="{fname}", metavar="TEMPLATE",
            field="template", env_aliases=("SPOOL_TOOL_TEMPLATE",)),
+    Option("hostname", hostname, "Value of the {hostname} key token (a pod passes its node's "
+           "name).", G, Scope.RUN, default=short_hostname, metavar="NAME",
+           doc_default="this machine's short host name"),
     Option("dry_run", flag, "Print what would be uploaded/deleted; change nothing.", G,
            default=False, style=Style.FLAG),
     Option("no_upload", flag, "Skip the upload phase.", G, default=False, style=Style.FLAG,
@@ -169,6 +179,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("concurrency", integer(1, 1024), "Uploads in flight at once, shared by all spools.",
            G, Scope.RUN, default=DEFAULT_CONCURRENCY, doc_default=str(DEFAULT_CONCURRENCY),
            metavar="N"),
+    _choices("concurrency_mode", CONCURRENCY_MODES, "adaptive: fewer S3 requests in flight while "
+             "S3 throttles (503 SlowDown), more again after; fixed: always --concurrency.", G,
+             scope=Scope.RUN, default="adaptive", doc_default="adaptive", target="s3"),
+    Option("bwlimit", rate, "Upload bandwidth limit over all uploads, bytes/s (20M, 512K).", G,
+           Scope.RUN, metavar="RATE", target="s3", doc_default="off"),
     Option("endpoint_url", text(r"https?://[^/\s]+.*", "http(s)://HOST[:PORT]"),
            "S3-compatible endpoint (MinIO, Ceph, R2...).", G, metavar="URL", target="s3",
            doc_default="AWS"),

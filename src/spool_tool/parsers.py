@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from spool_tool.config import parse_destination
+from spool_tool.bwlimit import parse_rate
+from spool_tool.config import MinFree, parse_destination
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate
 from spool_tool.sizes import to_bytes
@@ -92,6 +93,50 @@ def text(pattern: str | None = None, expected: str = "") -> Parser:
         return value or None
 
     return parse
+
+
+def rate(value: object) -> int | None:
+    """``--bwlimit``: ``"20M"``, ``"512K"``, bytes per second (at least 1K); empty: off."""
+    if value in ("", None):
+        return None
+    if isinstance(value, str):
+        return parse_rate(value)
+    number = size()(value)
+    assert isinstance(number, int)
+    return parse_rate(str(number))
+
+
+def min_free(value: object) -> MinFree | None:
+    """``"15%"`` (of the filesystem's size, 0 < p < 100) or a size (``"2GiB"``, bytes);
+    empty: off."""
+    if value == "":
+        return None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        percent = _number(value.strip()[:-1])
+        if not 0 < percent < 100:  # noqa: PLR2004 - a percentage
+            raise ValueError("a percentage must be over 0% and under 100%")
+        return MinFree(percent=percent)
+    try:
+        number = size()(value)
+    except ValueError:
+        raise ValueError("expected a size (2GiB, bytes) or a percentage (15%)") from None
+    assert isinstance(number, int)
+    return MinFree(bytes=number)
+
+
+MAX_HOSTNAME_BYTES = 253  # a fully qualified DNS name
+
+
+def hostname(value: object) -> str:
+    """The ``{hostname}`` token's value: 1..253 bytes, no ``/`` (it would add a key level) and
+    no control characters (a key cannot hold them)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    if not value or len(value.encode("utf-8", "surrogateescape")) > MAX_HOSTNAME_BYTES:
+        raise ValueError(f"must be 1..{MAX_HOSTNAME_BYTES} bytes")
+    if "/" in value or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):  # noqa: PLR2004
+        raise ValueError("must not contain '/' or control characters")
+    return value
 
 
 def choice(choices: tuple[str, ...]) -> Parser:

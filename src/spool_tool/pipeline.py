@@ -343,6 +343,7 @@ def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) 
         mtime=whole_seconds(st.st_mtime_ns),
         ctime=math.floor(creation_time(st)),
         now=now,
+        hostname=config.hostname,
     )
     rendered = config.template.render(facts)
     if wants_compression(candidate.name, config.s3.compress):

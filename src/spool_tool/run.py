@@ -21,8 +21,10 @@ import time
 from typing import TYPE_CHECKING, Self
 
 from spool_tool.backlog import measure_backlog
+from spool_tool.bwlimit import BandwidthLimiter
 from spool_tool.config import Config
 from spool_tool.destinations import make_destination
+from spool_tool.destinations.gated import GatedRequests
 from spool_tool.events import (
     BacklogMeasured,
     EventBus,
@@ -31,6 +33,7 @@ from spool_tool.events import (
     RunFinished,
     RunStopped,
     Summary,
+    ThrottleReport,
 )
 from spool_tool.job import DestinationFactory, Job
 from spool_tool.runstate import RunState
@@ -75,8 +78,15 @@ class Runner:
         loop = asyncio.get_running_loop()
         for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
+        # --bwlimit is a whole-run option: one token bucket for every job's destination.
+        rate = next((c.s3.bwlimit for c in (j.config for j in self.jobs) if c.s3.bwlimit), None)
+        limiter = BandwidthLimiter(rate) if rate is not None else None
         for job in self.jobs:
             job.open(self.destination_factory)
+            requests = _gated(job)
+            if requests is not None:
+                requests.gate.on_change = self.bus.emit  # throttling started / ended
+                requests.limiter = limiter
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -168,8 +178,20 @@ class Runner:
             for job in self.jobs:
                 if job.config.cleanup and self.state.signal is None and job.error is None:
                     job.cleanup(self.bus, self.state)
+        self._report_throttling()
         if self.measure_backlog:
             self._emit_backlog()
+
+    def _report_throttling(self) -> None:
+        """Each S3 destination's throttled requests this cycle and its limit now. A one-shot
+        run ends an open throttling episode here; a daemon's ends after its quiet period."""
+        for job in self.jobs:
+            requests = _gated(job)
+            if requests is None:
+                continue
+            if not self.daemon:
+                requests.gate.finish()
+            self.bus.emit(ThrottleReport(*requests.report()))
 
     def _emit_backlog(self) -> None:
         now = time.time()
@@ -177,6 +199,12 @@ class Runner:
             for spool in job.config.spool_dirs:
                 backlog = measure_backlog(spool, hold_for_seconds=job.config.hold_for * 60, now=now)
                 self.bus.emit(BacklogMeasured(backlog))
+
+
+def _gated(job: Job) -> GatedRequests | None:
+    """The S3 destination's request gate (the noop destination has none)."""
+    requests = getattr(job.destination, "requests", None)
+    return requests if isinstance(requests, GatedRequests) else None
 
 
 def _exit_at_once(signum: int, frame: object) -> None:

@@ -28,6 +28,7 @@ from spool_tool.events import (
     SpoolSkipped,
     Stop,
     Summary,
+    ThrottleReport,
     WouldUpload,
 )
 
@@ -115,6 +116,8 @@ class RunState:
                 c["delete_failed"] += 1
             case SpoolSkipped(failed=True):
                 c["spools_failed"] += 1
+            case ThrottleReport(throttled=throttled):
+                c["throttled"] += throttled
             case _:
                 pass
 

@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -132,7 +132,7 @@ class ConcurrencyGate:
         self._min_pause = min_pause
         self._rate_step = rate_step
         self._clock = clock
-        self._on_change = on_change
+        self.on_change = on_change
         self._cond = threading.Condition()
         self._in_flight = 0
         self._pause = 0.0
@@ -290,8 +290,23 @@ class ConcurrencyGate:
         return ended
 
     def _report(self, change: ThrottleChange) -> None:
-        if self._on_change is not None:
-            self._on_change(change)
+        if self.on_change is not None:
+            self.on_change(change)
+
+
+class FixedGate(ConcurrencyGate):
+    """``--concurrency-mode fixed``: every request may start at once (up to ``maximum``);
+    throttling answers are counted, the limit stays."""
+
+    def __init__(self, maximum: int, **kwargs: Any) -> None:
+        super().__init__(maximum, initial=maximum, **kwargs)
+
+    def on_throttled(self) -> None:
+        with self._cond:
+            self.throttled_total += 1
+
+    def on_success(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -322,13 +337,15 @@ def send_with_retries(
     policy: RetryPolicy,
     stop: threading.Event,
     rng: Callable[[], float] = random.random,
+    on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
     """Call ``send`` (one attempt, no retries of its own) until it succeeds, through ``gate``.
 
     A throttling answer lowers the gate; it and other retryable failures are retried after a
     backoff (interrupted by ``stop``: then the last error is raised) up to
     ``policy.max_attempts``; anything else is raised at once. ``GateCancelledError`` when the
-    gate was cancelled before an attempt could start."""
+    gate was cancelled before an attempt could start. ``on_retry`` hears each failure that
+    is about to be retried (the retry warning)."""
     for attempt in range(policy.max_attempts):
         gate.acquire()
         try:
@@ -341,6 +358,8 @@ def send_with_retries(
             last = attempt + 1 == policy.max_attempts
             if last or not (throttled or is_retryable(exc)):
                 raise
+            if on_retry is not None:
+                on_retry(exc)
             if stop.wait(policy.delay(attempt, throttled, rng)):
                 raise
             continue

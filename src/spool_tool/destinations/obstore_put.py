@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from spool_tool.destinations.s3errors import (
-    RetryNotice,
     S3Failure,
     Transport,
-    backoff_delay,
     classify,
     classify_preflight,
-    worth_retrying,
 )
 from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
 
@@ -46,6 +41,7 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config, S3Credential, S3Store
 
     from spool_tool.config import S3Options
+    from spool_tool.destinations.gated import GatedRequests
 
 _AWS_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
 _STATUS = re.compile(r"non-2xx status code: (\d{3})")
@@ -53,7 +49,6 @@ _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 CREDENTIAL_TTL = timedelta(minutes=10)
-_T = TypeVar("_T")
 # What obstore can send. "auto" is CRC64NVME: as strong against transmission errors as any CRC
 # and the cheapest for both ends to compute (the server verifies every byte; see BENCHMARKS.md).
 OBSTORE_CHECKSUMS = {"auto": "crc64nvme", "crc64nvme": "crc64nvme", "sha256": "sha256"}
@@ -179,7 +174,7 @@ def make_store(
     }
     if (endpoint.url or "").startswith("http://"):
         client_options["allow_http"] = True
-    # ObstorePuts retries (so that retries are seen and bounded like botocore's): none here.
+    # Retries are the destination's (gated.py: seen, paced by the gate, bounded): none here.
     retry_config: RetryConfig = {"max_retries": 0}
     return S3Store(
         bucket,
@@ -191,25 +186,21 @@ def make_store(
 
 
 class ObstorePuts:
-    """Single PUTs and the pre-flight through obstore, retried here (obstore's own retries are
-    off, so that a retry is seen: ``RetryNotice``) with the same table and backoff as botocore.
+    """Single PUTs and the pre-flight through obstore, retried by the destination's one loop
+    (``gated.GatedRequests``: obstore's own retries are off, so that every attempt is seen,
+    takes a slot of the gate and is bounded like botocore's).
 
     A request gives up after ``max_attempts`` attempts of at most ``read_timeout`` each (obstore's
-    ``timeout`` covers the whole request), plus the backoff between them; ``cancelled`` (set by
-    a signal) ends the backoff and the attempts."""
+    ``timeout`` covers the whole request), plus the backoff between them; a signal
+    (``GatedRequests.cancel``) ends the backoff and the attempts."""
 
     def __init__(
-        self,
-        store: S3Store,
-        endpoint: Endpoint,
-        options: S3Options,
-        cancelled: threading.Event | None = None,
+        self, store: S3Store, endpoint: Endpoint, options: S3Options, requests: GatedRequests
     ) -> None:
         self.store = store
-        self.cancelled = cancelled if cancelled is not None else threading.Event()
+        self.requests = requests
         self.endpoint = endpoint.url or f"https://s3.{endpoint.region}.amazonaws.com"
         self.options = options
-        self.notice = RetryNotice(self.endpoint, options.max_attempts)
 
     def put(
         self, key: str, data: bytes, attributes: dict[str, str], uri: str, *, no_clobber: bool
@@ -227,7 +218,7 @@ class ObstorePuts:
             )
 
         try:
-            return self._with_retries(send)
+            return self.requests.call(send, self.failure_of, body=len(data))
         except Exception as exc:
             raise self.translate(exc, uri) from exc
 
@@ -237,8 +228,9 @@ class ObstorePuts:
         import obstore  # noqa: PLC0415
 
         try:
-            self._with_retries(
-                lambda: obstore.get(self.store, f".spool_tool-preflight/{uuid.uuid4()}")
+            self.requests.call(
+                lambda: obstore.get(self.store, f".spool_tool-preflight/{uuid.uuid4()}"),
+                self.failure_of,
             )
         except Exception as exc:
             failure = self.failure_of(exc)
@@ -247,23 +239,6 @@ class ObstorePuts:
             error = classify_preflight(failure, uri)
             if error is not None:
                 raise error from exc
-
-    def _with_retries(self, send: Callable[[], _T]) -> _T:
-        attempt = 1
-        while True:
-            try:
-                result = send()
-            except Exception as exc:
-                failure = self.failure_of(exc)
-                last = attempt >= self.options.max_attempts
-                if failure is None or last or not worth_retrying(failure):
-                    raise
-                self.notice.retrying(failure)
-                if self.cancelled.wait(backoff_delay(attempt, failure)):
-                    raise  # a signal arrived: no more attempts, the file stays for the next run
-                attempt += 1
-            else:
-                return result
 
     def failure_of(self, exc: BaseException) -> S3Failure | None:
         """What the request saw, from obstore's exception: its class and, since obstore has no
@@ -300,6 +275,8 @@ class ObstorePuts:
 
     def translate(self, exc: BaseException, uri: str) -> SpoolToolError:
         """Classify an obstore exception raised while working on ``uri``."""
+        if isinstance(exc, SpoolToolError):
+            return exc  # already ours (interrupted by a signal)
         failure = self.failure_of(exc)
         if failure is not None:
             return classify(failure, uri)

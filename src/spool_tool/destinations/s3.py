@@ -15,8 +15,9 @@ import os
 import threading
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import botocore.config
 import botocore.session
@@ -38,7 +39,8 @@ from spool_tool.destinations.boto_errors import (
     translate,
     translate_preflight,
 )
-from spool_tool.destinations.s3errors import RetryNotice, S3Failure
+from spool_tool.destinations.gated import GatedRequests
+from spool_tool.destinations.s3errors import RetryNotice
 from spool_tool.display import display_name
 from spool_tool.errors import ConfigError, FileError, RetryableError, SpoolToolError
 
@@ -47,7 +49,9 @@ if TYPE_CHECKING:
 
     from spool_tool.config import DestinationURI, S3Options
     from spool_tool.spoolfs import Source
+    from spool_tool.throttle import ConcurrencyGate
 
+_T = TypeVar("_T")
 PARTS_IN_FLIGHT_PER_FILE = 4
 # Checksums botocore computes only with awscrt (a dependency; checked in case it is missing).
 CRT_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})
@@ -92,7 +96,8 @@ def check_checksum_support(options: S3Options) -> None:
 
 def make_client(session: botocore.session.Session, options: S3Options, pool_size: int) -> S3Client:
     config = botocore.config.Config(
-        retries={"mode": "standard", "total_max_attempts": options.max_attempts},
+        # One attempt per call: destinations/gated.py retries, through the gate.
+        retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
         max_pool_connections=pool_size,
@@ -107,44 +112,22 @@ def make_client(session: botocore.session.Session, options: S3Options, pool_size
     return cast("S3Client", client)
 
 
-def watch_retries(client: S3Client, notice: RetryNotice, ctx: BotoContext) -> None:
-    """Tell ``notice`` when botocore retries a request (its retry handler decides), through the
-    client's event hooks: what the failed attempt saw is kept in the request's context."""
-
-    def on_needs_retry(caught_exception: Exception | None = None, **kwargs: Any) -> None:
-        context = kwargs["request_dict"]["context"]
-        context["spool_tool_failure"] = _attempt_failure(caught_exception, kwargs["response"], ctx)
-
-    def on_request(request: Any, **_: Any) -> None:
-        context = request.context
-        failure = context.get("spool_tool_failure")
-        if context.get("retries", {}).get("attempt", 1) > 1 and failure is not None:
-            notice.retrying(failure)
-
-    events = client.meta.events
-    events.register("needs-retry.s3", on_needs_retry, unique_id="spool_tool-needs-retry")
-    events.register("request-created.s3", on_request, unique_id="spool_tool-request")
-
-
-def _attempt_failure(
-    exc: Exception | None, response: Any, ctx: BotoContext
-) -> S3Failure | None:
-    """What one failed attempt saw (None for a success), from botocore's needs-retry event."""
-    if exc is not None:
-        return failure_of(exc, ctx)
-    if response is None:
-        return None
-    http, parsed = response
-    error = ClientError(parsed, "request") if http.status_code >= 300 else None  # noqa: PLR2004
-    return failure_of(error, ctx) if error is not None else None
-
-
 def _md5_b64(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 class S3Destination:
-    def __init__(self, uri: DestinationURI, options: S3Options, *, concurrency: int) -> None:
+    """Every request goes through ``self.requests`` (``gated.py``): one retry loop for both
+    engines, whose ``gate`` bounds the requests in flight (1..``concurrency``, lowered while S3
+    throttles unless ``--concurrency-mode fixed``) and whose ``limiter`` is ``--bwlimit``."""
+
+    def __init__(
+        self,
+        uri: DestinationURI,
+        options: S3Options,
+        *,
+        concurrency: int,
+    ) -> None:
         self.uri = uri
         self.options = options
         self.bucket = uri.bucket
@@ -155,7 +138,13 @@ class S3Destination:
             options.endpoint_url, options.connect_timeout, options.read_timeout
         )
         self._client_lock = threading.Lock()
-        self._cancelled = threading.Event()
+        self.requests = GatedRequests(
+            concurrency,
+            max_attempts=options.max_attempts,
+            notice=RetryNotice(options.endpoint_url, options.max_attempts),
+            adaptive=options.concurrency_mode == "adaptive",
+        )  # the runner sets requests.limiter (--bwlimit: one for the whole run)
+        self._cancelled = self.requests.stop
         self._store = self._fast_path(options)
         self._parts = ThreadPoolExecutor(
             max_workers=PARTS_IN_FLIGHT_PER_FILE * 4, thread_name_prefix="s3-part"
@@ -176,18 +165,25 @@ class S3Destination:
                 self._boto = BotoContext(
                     client.meta.endpoint_url, options.connect_timeout, options.read_timeout
                 )
-                watch_retries(
-                    client, RetryNotice(self._boto.endpoint, self.options.max_attempts), self._boto
-                )
                 self._client = client
             return self._client
 
     def _translate(self, exc: Exception, uri: str) -> SpoolToolError:
         return translate(exc, uri, self._boto)
 
+    def _call(self, send: Callable[[], _T], *, body: int = 0) -> _T:
+        """One boto3 request, retried through the gate (``gated.py``); raises what the last
+        attempt raised, for the caller to translate."""
+        return self.requests.call(send, lambda exc: failure_of(exc, self._boto), body=body)
+
+    @property
+    def gate(self) -> ConcurrencyGate:
+        return self.requests.gate
+
     def cancel(self) -> None:
-        """Stop multipart uploads between parts (they are aborted); single PUTs finish."""
-        self._cancelled.set()
+        """Stop multipart uploads between parts (they are aborted), and every retry backoff and
+        bandwidth wait; a request already sent finishes."""
+        self.requests.cancel()
 
     def _fast_path(self, options: S3Options) -> obstore_put.ObstorePuts | None:
         """The obstore store for single PUTs, or None to send everything through boto3."""
@@ -206,7 +202,7 @@ class S3Destination:
             if endpoint is None:
                 endpoint = obstore_put.endpoint_from_client(self.client)
             store = obstore_put.make_store(self.session, endpoint, self.bucket, options)
-            return obstore_put.ObstorePuts(store, endpoint, options, self._cancelled)
+            return obstore_put.ObstorePuts(store, endpoint, options, self.requests)
         except ImportError:
             if options.engine == "obstore":
                 raise ConfigError(
@@ -232,8 +228,9 @@ class S3Destination:
         if self._store is not None:
             self._store.preflight(where)
             return
+        key = f".spool_tool-preflight/{uuid.uuid4()}"
         try:
-            self.client.get_object(Bucket=self.bucket, Key=f".spool_tool-preflight/{uuid.uuid4()}")
+            self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
         except Exception as exc:
             error = translate_preflight(exc, where, self._boto)
             if error is not None:
@@ -284,7 +281,10 @@ class S3Destination:
             extra: dict[str, Any] = {**args, **self._checksum_args(data)}
             if self.options.no_clobber:
                 extra["IfNoneMatch"] = "*"
-            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+            response = self._call(
+                lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra),
+                body=len(data),
+            )
         except Exception as exc:
             raise self._translate(exc, where) from exc
         return UploadResult(
@@ -315,7 +315,9 @@ class S3Destination:
         if self._algorithm is not None:
             extra["ChecksumAlgorithm"] = self._algorithm
         try:
-            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
+            created = self._call(
+                lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
+            )
         except Exception as exc:
             raise self._translate(exc, where) from exc
         upload_id = created["UploadId"]
@@ -325,12 +327,14 @@ class S3Destination:
             complete: dict[str, Any] = {}
             if self.options.no_clobber:
                 complete["IfNoneMatch"] = "*"
-            response = self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                **complete,
+            response = self._call(
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    **complete,
+                )
             )
         except BaseException as exc:
             self._abort_quietly(key, upload_id)
@@ -390,14 +394,21 @@ class S3Destination:
         data = os.pread(source.fd, length, offset)
         if len(data) != length:
             raise FileError("file shrank while uploading", path=source.path)
-        response = self.client.upload_part(
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,
-            **self._checksum_args(data),  # type: ignore[arg-type]
-        )
+        checksum = self._checksum_args(data)
+        try:
+            response = self._call(
+                lambda: self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                    **checksum,  # type: ignore[arg-type]
+                ),
+                body=length,
+            )
+        except Exception as exc:
+            raise self._translate(exc, self.uri.uri_for(key)) from exc
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         if self._algorithm is not None:
             field = f"Checksum{self._algorithm}"
@@ -406,12 +417,20 @@ class S3Destination:
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
         # On failure the journal still holds the id and the next run retries the abort.
-        with contextlib.suppress(BotoCoreError, ClientError):
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        with contextlib.suppress(SpoolToolError, BotoCoreError, ClientError):
+            self._call(
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+            )
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            self._call(
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                 return  # already gone: completed or aborted
@@ -421,7 +440,9 @@ class S3Destination:
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            response = self._call(
+                lambda: self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            )
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if status == 404:  # noqa: PLR2004

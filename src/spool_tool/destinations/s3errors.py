@@ -10,13 +10,19 @@ knows botocore or obstore.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
 
-from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
+from spool_tool.errors import (
+    FatalError,
+    FileError,
+    RetryableError,
+    SpoolToolError,
+    ThrottledError,
+)
+from spool_tool.throttle import is_throttling
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +154,8 @@ def classify_preflight(failure: S3Failure, uri: str) -> SpoolToolError | None:
 
 def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
     kind = _ERRORS[decided]
+    if kind is RetryableError and throttled(failure):
+        kind = ThrottledError
     if failure.transport is not None:
         reason, cause, _ = _TRANSPORT[failure.transport]
         return kind(
@@ -172,6 +180,7 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
 
 
 _REASONS = {
+    "SlowDown": "S3 is throttling requests (slow down)",
     "NoSuchBucket": "the bucket does not exist",
     "AccessDenied": "access denied",
     "BadDigest": "the body was corrupted in transit",
@@ -188,16 +197,10 @@ def _reason_by_status(status: int | None, decided: Outcome) -> str:
     return "the request was refused"
 
 
-_THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled"})
-MAX_BACKOFF = 20.0
-
-
-def backoff_delay(attempt: int, failure: S3Failure) -> float:
-    """Seconds to wait before attempt ``attempt + 1``: botocore's standard-mode formula
-    (truncated binary exponential backoff, full jitter; 1 s base when throttled, else 50 ms), so
-    that both engines back off alike."""
-    scale = 1.0 if failure.code in _THROTTLING else 0.05
-    return random.random() * min(scale * 2.0 ** (attempt - 1), MAX_BACKOFF)  # noqa: S311 - jitter
+def throttled(failure: S3Failure) -> bool:
+    """S3 asks us to slow down (``503 SlowDown``, a throttling code, 429): the gate lowers the
+    concurrency, the backoff is longer. The codes are ``throttle.THROTTLING_CODES``."""
+    return is_throttling(failure.code, failure.status)
 
 
 # Failures that are over in milliseconds: their retries cost no waiting, and the line that

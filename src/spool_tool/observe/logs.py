@@ -22,10 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from spool_tool.backlog import human_bytes
 from spool_tool.display import display_name
 from spool_tool.events import (
     DaemonIdle,
     DeleteFailed,
+    DiskPressure,
     EntrySkipped,
     Event,
     ExitingNow,
@@ -33,6 +35,7 @@ from spool_tool.events import (
     FileFailed,
     FileMoved,
     FilesFound,
+    FilesystemMeasured,
     FileUploaded,
     RunFinished,
     RunStopped,
@@ -41,6 +44,7 @@ from spool_tool.events import (
     Summary,
     WouldUpload,
 )
+from spool_tool.throttle import ThrottlingEnded, ThrottlingStarted
 
 
 class TextStream(Protocol):
@@ -184,8 +188,63 @@ class LogWriter:
                     spools=spools,
                     seconds=round(seconds, 3),
                 )
+            case FilesystemMeasured(deleted=deleted) if deleted:
+                self.write(
+                    INFO,
+                    "min_free",
+                    _min_free_line(event),
+                    spool_dir=event.spool_dir,
+                    free=event.free,
+                    total=event.total,
+                    deleted=deleted,
+                )
+            case DiskPressure(spool_dir=spool, new_bytes=new_bytes):
+                self.write(
+                    WARNING,
+                    "disk_pressure",
+                    _pressure_line(event),
+                    spool_dir=spool,
+                    free=event.free,
+                    total=event.total,
+                    watermark=event.watermark,
+                    new_bytes=new_bytes,
+                )
+            case ThrottlingStarted(limit=limit):
+                self.write(
+                    WARNING,
+                    "throttling_started",
+                    "S3 is throttling requests (503 SlowDown): uploads in flight lowered to "
+                    f"{limit}",
+                    limit=limit,
+                )
+            case ThrottlingEnded(seconds=seconds, throttled=throttled, limit=limit):
+                self.write(
+                    INFO,
+                    "throttling_ended",
+                    f"S3 throttling ended after {seconds:.1f} s ({throttled} requests "
+                    f"throttled); uploads in flight back to {limit}",
+                    seconds=round(seconds, 3),
+                    throttled=throttled,
+                    limit=limit,
+                )
             case RunFinished(summary=s, report=True):
                 self.write(INFO, "summary", summary_line(s), **summary_fields(s))
+
+
+def _min_free_line(event: FilesystemMeasured) -> str:
+    return (
+        f"{event.spool_dir}: deleted {event.deleted} oldest completed file(s) for "
+        f"--min-free: {human_bytes(event.free)} free of {human_bytes(event.total)}"
+    )
+
+
+def _pressure_line(event: DiskPressure) -> str:
+    return (
+        f"{event.spool_dir}: new/ alone ({human_bytes(event.new_bytes)}) keeps the "
+        f"filesystem under --min-free {human_bytes(event.watermark)} (free "
+        f"{human_bytes(event.free)} of {human_bytes(event.total)}); completed/ has nothing "
+        "left to delete"
+    )
 
 
 def summary_line(s: Summary) -> str:
@@ -201,9 +260,10 @@ def summary_line(s: Summary) -> str:
             f"summary (dry run, nothing changed): {how}would upload {s.would_upload} files, "
             f"would delete {s.would_delete} files, seconds={s.seconds:.3f}"
         )
+    throttled = f" throttled={s.throttled}" if s.throttled else ""
     return (
         f"summary: {how}uploaded={s.uploaded} failed={s.failed} deleted={s.deleted} "
-        f"bytes={s.bytes_uploaded} seconds={s.seconds:.3f}"
+        f"bytes={s.bytes_uploaded}{throttled} seconds={s.seconds:.3f}"
     )
 
 
@@ -218,6 +278,8 @@ def summary_fields(s: Summary) -> dict[str, Any]:
             "deleted": s.deleted,
             "bytes": s.bytes_uploaded,
         }
+        if s.throttled:
+            fields["throttled"] = s.throttled
     if s.stop is not None:
         fields |= {"stopped": s.stop.reason, "signal": s.stop.signal}
     return fields | {"seconds": round(s.seconds, 6)}

@@ -46,7 +46,15 @@ from prometheus_client.metrics_core import (
 
 from spool_tool.backlog import Backlog
 from spool_tool.display import display_name
-from spool_tool.events import Event, FileDeleted, FileFailed, FileUploaded, RunFinished
+from spool_tool.events import (
+    Event,
+    FileDeleted,
+    FileFailed,
+    FilesystemMeasured,
+    FileUploaded,
+    RunFinished,
+    ThrottleReport,
+)
 from spool_tool.observe.metrics_state import (
     DURATION_BUCKETS,
     FAILURE_KINDS,
@@ -57,6 +65,7 @@ from spool_tool.observe.metrics_state import (
     locked,
     state_path,
 )
+from spool_tool.throttle import ThrottlingEnded, ThrottlingStarted
 
 
 class MetricsServer:
@@ -112,6 +121,8 @@ class MetricsListener:
         self._base = Totals() if textfile is None else load_state(state_path(textfile))
         self._delta = Totals()  # this process's increments not yet saved
         self._backlogs: dict[str, Backlog] = {}
+        self._free: dict[str, int] = {}  # spool_dir -> free bytes where its completed/ is
+        self._concurrency: int | None = None  # adaptive limit on S3 requests in flight
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -132,6 +143,13 @@ class MetricsListener:
                     d.failures[kind] += 1
                 case FileDeleted(dry_run=False):
                     d.files_deleted += 1
+                case (
+                    FilesystemMeasured()
+                    | ThrottleReport()
+                    | ThrottlingStarted()
+                    | ThrottlingEnded()
+                ):
+                    self._fleet_event(event)
                 case RunFinished(summary=summary):
                     now = self._clock()
                     d.last_run = now
@@ -144,6 +162,18 @@ class MetricsListener:
                     backlog = getattr(event, "backlog", None)
                     if isinstance(backlog, Backlog):
                         self.set_backlog(backlog)
+
+    def _fleet_event(
+        self, event: FilesystemMeasured | ThrottleReport | ThrottlingStarted | ThrottlingEnded
+    ) -> None:
+        match event:
+            case FilesystemMeasured(spool_dir=spool, free=free):
+                self._free[str(spool)] = free
+            case ThrottleReport(throttled=throttled, limit=limit):
+                self._delta.throttled_requests += throttled
+                self._concurrency = limit
+            case ThrottlingStarted(limit=limit) | ThrottlingEnded(limit=limit):
+                self._concurrency = limit
 
     def set_backlog(self, backlog: Backlog) -> None:
         """Set one spool's backlog gauges (call it when a run or daemon cycle ends)."""
@@ -180,13 +210,15 @@ class MetricsListener:
     # -- prometheus_client collector ----------------------------------------------------------
 
     def describe(self) -> list[Metric]:
-        return self._families(Totals(), {})
+        return [*self._families(Totals(), {}), *_issue12_families(Totals(), {}, None)]
 
     def collect(self) -> list[Metric]:
         with self._mutex:
             totals = self._base.merged(self._delta)
             backlogs = dict(self._backlogs)
-        return self._families(totals, backlogs)
+            free = dict(self._free)
+            limit = self._concurrency
+        return [*self._families(totals, backlogs), *_issue12_families(totals, free, limit)]
 
     @staticmethod
     def _families(t: Totals, backlogs: dict[str, Backlog]) -> list[Metric]:
@@ -270,6 +302,37 @@ class MetricsListener:
                 t.run_duration,
             ),
         ]
+
+
+def _issue12_families(t: Totals, free: dict[str, int], limit: int | None) -> list[Metric]:
+    """Fleet metrics: throttling (a counter) and the adaptive limit; the spool's free space."""
+    throttled = CounterMetricFamily(
+        "spool_tool_throttled_requests",
+        "S3 requests answered with a throttling error (503 SlowDown, 429...).",
+    )
+    throttled.add_metric([], t.throttled_requests)
+    families: list[Metric] = [throttled, _filesystem_family(free)]
+    if limit is not None:
+        families.append(
+            GaugeMetricFamily(
+                "spool_tool_concurrency",
+                "Current limit on S3 requests in flight (adaptive: lowered while S3 throttles).",
+                value=limit,
+            )
+        )
+    return families
+
+
+def _filesystem_family(free: dict[str, int]) -> Metric:
+    family = GaugeMetricFamily(
+        "spool_tool_filesystem_free_bytes",
+        "Free bytes (for unprivileged writers) on the filesystem holding completed/, after the "
+        "cleanup phase.",
+        labels=["spool_dir"],
+    )
+    for name, value in sorted(free.items()):
+        family.add_metric([display_name(name)], value)
+    return family
 
 
 __all__ = [

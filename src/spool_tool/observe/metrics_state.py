@@ -81,6 +81,7 @@ class Totals:
     files_uploaded: int = 0
     bytes_uploaded: int = 0
     files_deleted: int = 0
+    throttled_requests: int = 0
     failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
     # Per bucket, not cumulative; the last one is +Inf.
     duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
@@ -99,6 +100,7 @@ class Totals:
             files_uploaded=self.files_uploaded + other.files_uploaded,
             bytes_uploaded=self.bytes_uploaded + other.bytes_uploaded,
             files_deleted=self.files_deleted + other.files_deleted,
+            throttled_requests=self.throttled_requests + other.throttled_requests,
             failures={k: self.failures[k] + other.failures[k] for k in FAILURE_KINDS},
             duration_counts=[
                 a + b for a, b in zip(self.duration_counts, other.duration_counts, strict=True)
@@ -116,6 +118,7 @@ class Totals:
                 "files_uploaded": self.files_uploaded,
                 "bytes_uploaded": self.bytes_uploaded,
                 "files_deleted": self.files_deleted,
+                "throttled_requests": self.throttled_requests,
                 "upload_failures": self.failures,
                 "upload_duration": {
                     "buckets": list(DURATION_BUCKETS),
@@ -140,6 +143,7 @@ class Totals:
                 files_uploaded=_count(data["files_uploaded"]),
                 bytes_uploaded=_count(data["bytes_uploaded"]),
                 files_deleted=_count(data["files_deleted"]),
+                throttled_requests=_count(data.get("throttled_requests", 0)),
                 failures={k: _count(data["upload_failures"].get(k, 0)) for k in FAILURE_KINDS},
                 last_success=_timestamp(data.get("last_success_timestamp")),
                 last_run=_timestamp(data.get("last_run_timestamp")),
