@@ -240,6 +240,8 @@ def test_json_document() -> None:
             claims_in_flight=1,
             completed_files=7,
             completed_bytes=70,
+            files_excluded=2,
+            bytes_excluded=20,
         ),
         Backlog(spool_dir="/var/spool/missing", exists=False),
         Backlog(spool_dir=os.fsdecode(b"/var/spool/\xff"), exists=True),
@@ -257,6 +259,8 @@ def test_json_document() -> None:
         "claims_in_flight": 1,
         "completed_files": 7,
         "completed_bytes": 70,
+        "files_excluded": 2,
+        "bytes_excluded": 20,
     }
     assert doc["spools"][1]["exists"] is False
     assert doc["spools"][1]["oldest_age_seconds"] is None

@@ -496,6 +496,12 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "verbose": ("2", "2", logging.DEBUG),  # AppOptions.level
     "quiet": ("2", "2", logging.ERROR),
     "log_format": ('"json"', "json", "json"),
+    "include": ('["*.json", "logs/"]', "*.json\nlogs/", ("*.json", "logs/")),
+    "exclude": ('["*.tmp", ".*"]', "*.tmp\n.*", ("*.tmp", ".*")),
+    "require_marker": ('".done"', ".done", ".done"),
+    "state_dir": ('"/var/lib/spool_tool"', "/var/lib/spool_tool", Path("/var/lib/spool_tool")),
+    "allow_network_state": ("true", "1", True),
+    "preserve_mtime": ("true", "1", True),
 }
 # Options that only make sense with another one.
 COMPANIONS = {

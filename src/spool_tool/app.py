@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spool_tool.backlog import measure_backlog, render_table, to_json
+from spool_tool.backlog import BacklogQuery, render_table, to_json
 from spool_tool.display import display_name
 from spool_tool.events import Event, Listener, RunFinished, Summary
 from spool_tool.observe.logs import LogWriter
@@ -42,15 +42,12 @@ class AppOptions:
     metrics_address: str = "127.0.0.1"
 
 
-def show_status(spools: Sequence[tuple[Path, float]], log_format: str) -> bool:
-    """Print each spool's backlog (JSON document or table), each ``(spool dir, hold_for in
-    minutes)``; changes nothing. False if a spool dir is missing or cannot be read (the reason
-    is also written to stderr, one line each)."""
+def show_status(spools: Sequence[BacklogQuery], log_format: str) -> bool:
+    """Print each spool's backlog (JSON document or table), measured with its job's settings;
+    changes nothing. False if a spool dir is missing or cannot be read (the reason is also
+    written to stderr, one line each)."""
     now = time.time()
-    backlogs = [
-        measure_backlog(spool, hold_for_seconds=hold_for * 60, now=now)
-        for spool, hold_for in spools
-    ]
+    backlogs = [query.measure(now) for query in spools]
     if log_format == "json":
         sys.stdout.write(to_json(backlogs, generated_at=now) + "\n")
     else:

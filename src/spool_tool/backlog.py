@@ -12,6 +12,10 @@ Definitions (SPEC section 7):
 * ``claims_in_flight``: claims in the journal (files a run has claimed but not yet moved to
   ``completed/``), read through ``Journal.read_only``: no lock, nothing created; 0 when the spool
   has no journal.
+* ``files_excluded`` / ``bytes_excluded``: regular files in ``new/`` that ``--include`` /
+  ``--exclude`` leave alone; not part of ``files_waiting`` (they never leave ``new/``).
+* With ``--require-marker``, ready markers are not counted, and a file still waiting for its
+  marker is waiting but not ``eligible_now``.
 * ``completed_files`` / ``completed_bytes``: regular files in ``completed/``.
 * ``exists``: the spool dir and its ``new/`` exist; when False every count is 0.
 
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from spool_tool.display import display_name
 from spool_tool.errors import FatalError
 from spool_tool.journal import Journal
-from spool_tool.scan import is_old_enough
+from spool_tool.scan import ScanOptions, is_old_enough
 from spool_tool.spoolfs import COMPLETED, NEW, regular_entries
 
 if TYPE_CHECKING:
@@ -57,6 +61,8 @@ class Backlog:
     completed_bytes: int = 0
     exists: bool = True
     error: str | None = None
+    files_excluded: int = 0
+    bytes_excluded: int = 0
 
     @property
     def ok(self) -> bool:
@@ -85,14 +91,34 @@ def _claims_in_flight(spool_dir: Path) -> int:
         journal.close()
 
 
-def measure_backlog(spool_dir: Path, *, hold_for_seconds: float, now: float) -> Backlog:
+@dataclass(frozen=True, slots=True)
+class BacklogQuery:
+    """One spool to measure, with the settings of its job (``--status``)."""
+
+    spool_dir: Path
+    hold_for_seconds: float = 0.0
+    options: ScanOptions = ScanOptions()  # noqa: RUF009 - frozen, shared safely
+
+    def measure(self, now: float) -> Backlog:
+        return measure_backlog(
+            self.spool_dir, hold_for_seconds=self.hold_for_seconds, now=now, options=self.options
+        )
+
+
+def measure_backlog(
+    spool_dir: Path,
+    *,
+    hold_for_seconds: float,
+    now: float,
+    options: ScanOptions = ScanOptions(),  # noqa: B008 - frozen, shared safely
+) -> Backlog:
     """Measure one spool's backlog as of ``now`` (Unix seconds). Read-only; a directory that
     cannot be read gives a ``Backlog`` whose ``error`` says so."""
     new_dir = spool_dir / NEW
     if not (_is_dir(spool_dir) and _is_dir(new_dir)):
         return Backlog(str(spool_dir), exists=False)
     try:
-        return _measure(spool_dir, hold_for_seconds, now)
+        return _measure(spool_dir, hold_for_seconds, now, options)
     except FatalError as exc:  # a damaged journal
         return Backlog(str(spool_dir), error=str(exc))
     except OSError as exc:
@@ -101,13 +127,20 @@ def measure_backlog(spool_dir: Path, *, hold_for_seconds: float, now: float) -> 
         return Backlog(str(spool_dir), error=reason)
 
 
-def _measure(spool_dir: Path, hold_for_seconds: float, now: float) -> Backlog:
-    files = size = eligible = 0
+def _measure(spool_dir: Path, hold_for_seconds: float, now: float, options: ScanOptions) -> Backlog:
+    files = size = eligible = excluded = excluded_bytes = 0
     oldest_mtime = math.inf
-    for _, st in regular_entries(spool_dir / NEW):
+    new_dir = spool_dir / NEW
+    for entry, st in regular_entries(new_dir):
+        if options.exclusion_reason(entry.name) is not None:
+            excluded += 1
+            excluded_bytes += st.st_size
+            continue
+        if options.is_marker(entry.name):
+            continue
         files += 1
         size += st.st_size
-        if is_old_enough(st, hold_for_seconds, now):
+        if is_old_enough(st, hold_for_seconds, now) and options.is_ready(new_dir / entry.name, st):
             eligible += 1
         oldest_mtime = min(oldest_mtime, st.st_mtime)
 
@@ -128,6 +161,8 @@ def _measure(spool_dir: Path, hold_for_seconds: float, now: float) -> Backlog:
         completed_files=completed_files,
         completed_bytes=completed_bytes,
         exists=True,
+        files_excluded=excluded,
+        bytes_excluded=excluded_bytes,
     )
 
 
@@ -143,6 +178,8 @@ def backlog_dict(backlog: Backlog) -> dict[str, Any]:
         "claims_in_flight": backlog.claims_in_flight,
         "completed_files": backlog.completed_files,
         "completed_bytes": backlog.completed_bytes,
+        "files_excluded": backlog.files_excluded,
+        "bytes_excluded": backlog.bytes_excluded,
     }
 
 
@@ -209,13 +246,14 @@ def render_table(backlogs: Iterable[Backlog], console: Console) -> None:
         "Claims in\nflight",
         "Completed\nfiles",
         "Completed\nbytes",
+        "Excluded\nfiles",
     ):
         table.add_column(header, justify="right", overflow="fold")
     for b in backlogs:
         name = Text(display_name(b.spool_dir))  # Text: a path is never parsed as rich markup
         if not b.ok:
             state = "missing" if b.error is None else "unreadable"
-            table.add_row(name, Text(state, style="red"), *["-"] * 6)
+            table.add_row(name, Text(state, style="red"), *["-"] * 7)
             continue
         table.add_row(
             name,
@@ -226,5 +264,6 @@ def render_table(backlogs: Iterable[Backlog], console: Console) -> None:
             str(b.claims_in_flight),
             str(b.completed_files),
             _bytes_cell(b.completed_bytes),
+            str(b.files_excluded),
         )
     console.print(table)

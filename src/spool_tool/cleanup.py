@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from spool_tool.crashpoints import crash_point
 from spool_tool.errors import SpoolToolError
 from spool_tool.events import DeleteFailed, EventBus, FileDeleted, SpoolSkipped
+from spool_tool.scan import ScanOptions
 from spool_tool.spoolfs import regular_entries
 
 if TYPE_CHECKING:
@@ -35,9 +36,15 @@ def is_expired(st: os.stat_result, delete_after_seconds: float, now: float) -> b
     return now - st.st_mtime > delete_after_seconds
 
 
-def _iter_expired(dir_fd: int, delete_after_seconds: float, now: float) -> Iterator[str]:
+def _iter_expired(
+    dir_fd: int, delete_after_seconds: float, now: float, options: ScanOptions
+) -> Iterator[str]:
+    """Expired regular files, except those ``options`` excludes (never deleted)."""
     for entry, st in regular_entries(dir_fd):
-        if is_expired(st, delete_after_seconds, now):
+        if (
+            is_expired(st, delete_after_seconds, now)
+            and options.exclusion_reason(entry.name) is None
+        ):
             yield entry.name
 
 
@@ -94,14 +101,16 @@ def delete_expired(
     bus: EventBus,
     journal: Journal | None,
     head: Head | None = None,
+    options: ScanOptions = ScanOptions(),  # noqa: B008 - frozen, shared safely
 ) -> None:
     """Delete expired regular files in ``completed``. With ``head`` (``--verify-before-delete``)
-    only those whose object S3 still holds, intact, as the journal's ledger recorded it."""
+    only those whose object S3 still holds, intact, as the journal's ledger recorded it; a
+    ready marker has no object and goes unchecked. Files ``options`` excludes are kept."""
     dir_fd = _open_dir(completed, bus)
     if dir_fd is None:
         return
     deleter = _Deleter(completed, dir_fd, fs, bus, journal)
-    expired = _iter_expired(dir_fd, delete_after_seconds, now)
+    expired = _iter_expired(dir_fd, delete_after_seconds, now, options)
     try:
         if head is None or journal is None:
             for name in expired:
@@ -110,6 +119,8 @@ def delete_expired(
         ledger = journal
 
         def verify(name: str) -> tuple[str, str | None]:
+            if options.is_marker(name):
+                return name, None  # markers are never uploaded: nothing to check
             return name, _mismatch(ledger.ledger_entry(name), head)
 
         with ThreadPoolExecutor(VERIFY_CONCURRENCY, thread_name_prefix="verify") as pool:

@@ -19,8 +19,10 @@ import click
 
 from spool_tool import __version__
 from spool_tool.app import AppOptions
+from spool_tool.backlog import BacklogQuery
 from spool_tool.config import Config, S3Options
 from spool_tool.errors import ConfigError
+from spool_tool.filters import PathFilter
 from spool_tool.keys import TOKENS
 from spool_tool.observe.logs import LogHandler, LogWriter, level_for
 from spool_tool.options import (
@@ -37,6 +39,7 @@ from spool_tool.options import (
     merge,
     parse_setting,
 )
+from spool_tool.scan import ScanOptions
 
 PROG = "spool_tool"
 
@@ -203,18 +206,25 @@ def _positional(paths: tuple[str, ...]) -> dict[str, Setting]:
 
 
 def _status(paths: tuple[str, ...], run: Layer, jobs: list[dict[str, Setting]], show: Any) -> int:
-    """``--status``: the given spool dirs with the run's --hold-for, or each configured job's
-    dirs with that job's own hold_for."""
+    """``--status``: the given spool dirs with the run's settings (--hold-for, --exclude...), or
+    each configured job's dirs with that job's own."""
     if len(paths) > 1 and _looks_like_destination(paths[-1]):
         paths = paths[:-1]  # `--status SPOOL s3://...`: the destination is not a spool dir
-    hold_for = float(_value(run, "hold_for"))
-    spools = [(Path(p), hold_for) for p in paths] or [
-        (spool, float(_value(job, "hold_for"))) for job in jobs for spool in _value(job, "dirs")
+    spools = [_backlog_query(Path(p), run) for p in paths] or [
+        _backlog_query(spool, job) for job in jobs for spool in _value(job, "dirs")
     ]
     if not spools:
         raise ConfigError("--status needs at least one SPOOL_DIR")
     ok = show(spools, _value(run, "log_format"))
     return ExitStatus.OK if ok else ExitStatus.FAILED
+
+
+def _backlog_query(spool: Path, settings: Layer) -> BacklogQuery:
+    options = ScanOptions(
+        PathFilter(_value(settings, "include"), _value(settings, "exclude")),
+        _value(settings, "require_marker"),
+    )
+    return BacklogQuery(spool, float(_value(settings, "hold_for")) * 60, options)
 
 
 def _value(settings: Layer, name: str) -> Any:

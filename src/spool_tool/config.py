@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from spool_tool.errors import ConfigError
+from spool_tool.filters import PathFilter
 from spool_tool.keys import KeyTemplate
+from spool_tool.scan import ScanOptions
 
 # Each choice list is declared once, as a Literal; the option schema (options.py) reads the
 # tuples, mypy reads the Literals.
@@ -35,6 +37,7 @@ COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 ACLS: tuple[str, ...] = get_args(ACLName)
 
 DEFAULT_CONCURRENCY = 64
+MTIME_KEY = "mtime"  # rclone's metadata key for the source modification time
 DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 
@@ -125,9 +128,15 @@ class S3Options:
     metadata: tuple[tuple[str, str], ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
     compress: Compression | None = None
+    preserve_mtime: bool = False
 
     def __post_init__(self) -> None:
         """Checks across options; each value alone was checked by its parser (options.py)."""
+        if self.preserve_mtime and any(k.lower() == MTIME_KEY for k, _ in self.metadata):
+            raise ConfigError(
+                f"--metadata {MTIME_KEY}=... conflicts with --preserve-mtime",
+                option="preserve_mtime",
+            )
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise ConfigError(
                 "needs --sse aws:kms", option="sse_kms_key_id", value=self.sse_kms_key_id
@@ -162,8 +171,19 @@ class Config:
     verify_before_delete: bool = False
     hostname: str = ""  # the {hostname} token; "" means this machine's short name
     min_free: MinFree | None = None  # disk-pressure retention in cleanup (diskspace.py)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    marker_suffix: str | None = None
+    state_root: Path | None = None  # --state-dir; None: SPOOL_DIR/.spool_tool
+    allow_network_state: bool = False
+    path_filter: PathFilter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Each value was checked by its parser in options.py (ranges, sizes, templates).
         if not self.spool_dirs:
             raise ConfigError("no SPOOL_DIR given")
+        object.__setattr__(self, "path_filter", PathFilter(self.include, self.exclude))
+
+    @property
+    def scan_options(self) -> ScanOptions:
+        return ScanOptions(self.path_filter, self.marker_suffix)

@@ -79,23 +79,29 @@ def _problem(pattern: str) -> str | None:
     return None
 
 
+def check_pattern(pattern: str) -> GitIgnoreSpecPattern:
+    """``pattern`` compiled, or ``ValueError(why it is refused)``."""
+    problem = _problem(pattern)
+    if problem is None:
+        try:
+            one = GitIgnoreSpecPattern(pattern)
+        except (ValueError, re.error) as exc:
+            problem = f"not a valid gitignore pattern ({exc})"
+        else:
+            if one.include is not None:
+                return one
+            problem = "Git discards this pattern (an invalid '[...]' range?)"  # an unclosed '['
+    raise ValueError(problem)
+
+
 def _compile(option: str, patterns: Iterable[str]) -> PathSpec[GitIgnoreSpecPattern]:
     """Compile one option's patterns, or raise ``ConfigError`` naming the first bad one."""
     compiled: list[GitIgnoreSpecPattern] = []
     for pattern in patterns:
-        problem = _problem(pattern)
-        if problem is None:
-            try:
-                one = GitIgnoreSpecPattern(pattern)
-            except (ValueError, re.error) as exc:
-                problem = f"not a valid gitignore pattern ({exc})"
-            else:
-                if one.include is None:  # Git discards it (e.g. an unclosed '[')
-                    problem = "Git discards this pattern (an invalid '[...]' range?)"
-                else:
-                    compiled.append(one)
-        if problem is not None:
-            raise ConfigError(f"invalid {option} pattern {pattern!r}: {problem}")
+        try:
+            compiled.append(check_pattern(pattern))
+        except ValueError as exc:
+            raise ConfigError(f"invalid {option} pattern {pattern!r}: {exc}") from None
     return PathSpec(compiled)
 
 

@@ -143,6 +143,7 @@ class Job:
                     bus=bus,
                     journal=journal,
                     head=checker.head if checker is not None else None,
+                    options=config.scan_options,
                 )
             except FatalError as exc:  # the journal failed (damaged, disk full...)
                 if state.request_stop(str(exc)):
@@ -222,6 +223,7 @@ def _eligible(config: Config, spool: Path, bus: EventBus, now: float) -> Iterato
             now=now,
             on_skip=lambda path, why, warn: bus.emit(EntrySkipped(path, why, warn)),
             on_window=lambda files, size, last: bus.emit(FilesFound(spool, files, size, last)),
+            options=config.scan_options,
         )
     except OSError as exc:
         bus.emit(SpoolSkipped(spool, f"{new}: cannot read the directory: {exc.strerror}", True))

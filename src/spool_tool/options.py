@@ -42,9 +42,12 @@ from spool_tool.parsers import (
     count,
     destination,
     directories,
+    directory,
     flag,
+    globs,
     hostname,
     integer,
+    marker_suffix,
     min_free,
     minutes,
     pairs,
@@ -170,6 +173,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("hostname", hostname, "Value of the {hostname} key token (a pod passes its node's "
            "name).", G, Scope.RUN, default=short_hostname, metavar="NAME",
            doc_default="this machine's short host name"),
+    Option("include", globs, "Only files matching one of these gitignore-style patterns "
+           "(relative to new/) are eligible (repeatable).", G, default=(), metavar="GLOB",
+           style=Style.MULTIPLE, doc_default="every file"),
+    Option("exclude", globs, "Files matching any of these patterns are never opened, moved or "
+           "deleted (repeatable; wins over --include).", G, default=(), metavar="GLOB",
+           style=Style.MULTIPLE, doc_default="none"),
+    Option("require_marker", marker_suffix, "NAME is eligible only once NAME+SUFFIX exists; "
+           "markers are never uploaded and follow their file into completed/.", G,
+           metavar="SUFFIX", field="marker_suffix", doc_default="off"),
+    Option("state_dir", directory, "Keep each spool's journal and lock in a subdirectory of DIR "
+           "instead of SPOOL_DIR/.spool_tool.", G, metavar="DIR", field="state_root",
+           doc_default="in the spool"),
+    Option("allow_network_state", flag, "Accept a journal on a network or FUSE filesystem "
+           "(NFS, SMB, sshfs...; see the README).", G, default=False, style=Style.FLAG),
     Option("dry_run", flag, "Print what would be uploaded/deleted; change nothing.", G,
            default=False, style=Style.FLAG),
     Option("no_upload", flag, "Skip the upload phase.", G, default=False, style=Style.FLAG,
@@ -221,6 +238,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="TYPE", target="s3", doc_default="guessed from the file name's extension"),
     Option("metadata", pairs, "User metadata (repeatable).", S3, default=(),
            metavar="KEY=VALUE", style=Style.MULTIPLE, target="s3", doc_default="none"),
+    Option("preserve_mtime", flag, "Store each file's modification time in the object "
+           "metadata key mtime (as rclone does).", S3, default=False, style=Style.FLAG,
+           target="s3"),
     Option("tag", pairs, "Object tag (repeatable).", S3, default=(), metavar="KEY=VALUE",
            style=Style.MULTIPLE, target="s3", field="tags", key_aliases=("tags",),
            doc_default="none"),

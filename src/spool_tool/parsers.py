@@ -9,6 +9,7 @@ a ``ConfigError`` that names the option, the value and where it came from.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from spool_tool.bwlimit import parse_rate
 from spool_tool.config import MinFree, parse_destination
 from spool_tool.errors import ConfigError
+from spool_tool.filters import check_pattern
 from spool_tool.keys import KeyTemplate
 from spool_tool.sizes import to_bytes
 
@@ -191,6 +193,47 @@ def pairs(value: object) -> tuple[tuple[str, str], ...]:
         if not _PAIR_KEY.fullmatch(key):
             raise ValueError(f"invalid key {key!r}")
     return tuple(items)
+
+
+def globs(value: object) -> tuple[str, ...]:
+    """Path patterns (``--include``/``--exclude``): a TOML array of strings, repeated options,
+    or (environment) one pattern per line. Each is checked as gitignore syntax
+    (``filters.check_pattern``)."""
+    if isinstance(value, str):
+        items: list[object] = [line for line in value.splitlines() if line]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError('expected an array of patterns (e.g. ["*.tmp", ".*"])')
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError('expected an array of patterns (e.g. ["*.tmp", ".*"])')
+    patterns = tuple(str(item) for item in items)
+    for pattern in patterns:
+        try:
+            check_pattern(pattern)
+        except ValueError as exc:
+            raise ValueError(exc if len(patterns) == 1 else f"{pattern!r}: {exc}") from None
+    return patterns
+
+
+def marker_suffix(value: object) -> str | None:
+    """``--require-marker``: a file name ending such as ``.done``."""
+    parsed = text()(value)
+    suffix = None if parsed is None else str(parsed)
+    if suffix is not None and ("/" in suffix or "\0" in suffix or suffix in {".", ".."}):
+        raise ValueError("must be a file name ending such as .done (no '/')")
+    return suffix
+
+
+def directory(value: object) -> Path | None:
+    """A directory path, made absolute now (cron and systemd start elsewhere)."""
+    parsed = text()(value)
+    if parsed is None:
+        return None
+    name = str(parsed)
+    if "\0" in name:
+        raise ValueError("a path cannot contain NUL")
+    return Path(os.path.abspath(name))
 
 
 def template(value: object) -> KeyTemplate:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from spool_tool.filters import PathFilter
 from spool_tool.spoolfs import entry_kind, iter_entries
 
 SCAN_WINDOW = 8192
@@ -24,6 +25,49 @@ SkipReporter = Callable[[Path, str, bool], None]
 """Called with (path, reason, is_warning) for entries that are not shipped."""
 WindowReporter = Callable[[int, int, bool], None]
 """Called with (files, bytes, is_last) for each window of eligible files, before it is yielded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """Which regular files of ``new/`` a job may touch (``--include``/``--exclude``) and when
+    one is ready (``--require-marker``). Paths are relative to ``new/``."""
+
+    path_filter: PathFilter = field(default_factory=PathFilter)
+    marker_suffix: str | None = None
+
+    def exclusion_reason(self, relpath: str) -> str | None:
+        """Why the file is left alone (never opened, moved or deleted), or None. A marker is
+        judged by its data file's path."""
+        if self.path_filter.selects_everything:
+            return None
+        return self.path_filter.exclusion_reason(self.data_path(relpath))
+
+    def is_marker(self, relpath: str) -> bool:
+        suffix = self.marker_suffix
+        return suffix is not None and relpath.endswith(suffix) and relpath != suffix
+
+    def data_path(self, relpath: str) -> str:
+        """The data file a marker belongs to (``x.json.done`` -> ``x.json``); else ``relpath``."""
+        if self.marker_suffix is not None and self.is_marker(relpath):
+            return relpath[: -len(self.marker_suffix)]
+        return relpath
+
+    def is_ready(self, path: Path, st: os.stat_result) -> bool:
+        """Without ``--require-marker`` every file is; with it, ``NAME`` once ``NAME+SUFFIX`` is
+        a regular file beside it (a symlink does not count). A file with more than one link
+        is too: a killed run may have linked it into ``completed/`` already (the move finishes
+        it, or re-checks the marker)."""
+        if self.marker_suffix is None or st.st_nlink > 1:
+            return True
+        return has_marker(path, self.marker_suffix)
+
+
+def has_marker(path: Path, suffix: str) -> bool:
+    try:
+        marker = os.stat(f"{path}{suffix}", follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return stat.S_ISREG(marker.st_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +100,17 @@ def iter_eligible(
     on_skip: SkipReporter | None = None,
     on_window: WindowReporter | None = None,
     window: int = SCAN_WINDOW,
+    options: ScanOptions = ScanOptions(),
 ) -> Iterator[Candidate]:
     """Yield regular files in ``new_dir`` unmodified for ``hold_for_seconds``, oldest first
     within each window. Non-regular entries are reported to ``on_skip`` and never touched;
-    ``on_window`` learns the size of each window (progress totals).
+    ``on_window`` learns the size of each window (progress totals). Files ``options`` excludes,
+    ready markers and files still waiting for theirs are reported at debug level only.
 
     ``new_dir`` is opened by the call itself: a directory that cannot be read raises
     ``OSError`` here, before anything is yielded, so the caller can report that spool alone."""
-    return _windows(iter_entries(new_dir), hold_for_seconds, now, on_skip, on_window, window)
+    entries = iter_entries(new_dir)
+    return _windows(entries, hold_for_seconds, now, on_skip, on_window, window, options)
 
 
 def future_mtime_reason(hold_for_seconds: float) -> str:
@@ -81,13 +128,15 @@ def _windows(
     on_skip: SkipReporter | None,
     on_window: WindowReporter | None,
     window: int,
+    options: ScanOptions,
 ) -> Iterator[Candidate]:
     batch: list[Candidate] = []
     for entry, st in entries:
         path = Path(entry.path)
-        if not stat.S_ISREG(st.st_mode):
+        passed = _not_a_candidate(options, path, st)
+        if passed is not None:
             if on_skip is not None:
-                on_skip(path, f"not a regular file ({entry_kind(st.st_mode)})", False)
+                on_skip(path, passed, False)
             continue
         if st.st_mtime - now > FUTURE_TOLERANCE_SECONDS and on_skip is not None:
             on_skip(path, future_mtime_reason(hold_for_seconds), True)
@@ -98,6 +147,23 @@ def _windows(
             yield from _window(batch, on_window, last=False)
             batch = []
     yield from _window(batch, on_window, last=True)
+
+
+def _not_a_candidate(options: ScanOptions, path: Path, st: os.stat_result) -> str | None:
+    """Why an entry is left alone before any time check (excluded, not a regular file, a ready
+    marker, waiting for its marker), or None."""
+    excluded = options.exclusion_reason(path.name)
+    if excluded is not None:
+        return excluded
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({entry_kind(st.st_mode)})"
+    if options.marker_suffix is None:
+        return None
+    if options.is_marker(path.name):
+        return "a ready marker (never uploaded)"
+    if not options.is_ready(path, st):
+        return f"waiting for its marker {path.name}{options.marker_suffix}"
+    return None
 
 
 def _window(
