@@ -80,9 +80,9 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _claims_in_flight(spool_dir: Path) -> int:
+def _claims_in_flight(spool_dir: Path, state_dir: Path | None) -> int:
     """``FatalError`` when the journal is damaged."""
-    journal = Journal.read_only(spool_dir)
+    journal = Journal.read_only(spool_dir, state_dir)
     if journal is None:
         return 0
     try:
@@ -98,10 +98,15 @@ class BacklogQuery:
     spool_dir: Path
     hold_for_seconds: float = 0.0
     options: ScanOptions = ScanOptions()  # noqa: RUF009 - frozen, shared safely
+    state_dir: Path | None = None  # statefs.state_dir_for; None: SPOOL_DIR/.spool_tool
 
     def measure(self, now: float) -> Backlog:
         return measure_backlog(
-            self.spool_dir, hold_for_seconds=self.hold_for_seconds, now=now, options=self.options
+            self.spool_dir,
+            hold_for_seconds=self.hold_for_seconds,
+            now=now,
+            options=self.options,
+            state_dir=self.state_dir,
         )
 
 
@@ -111,6 +116,7 @@ def measure_backlog(
     hold_for_seconds: float,
     now: float,
     options: ScanOptions = ScanOptions(),  # noqa: B008 - frozen, shared safely
+    state_dir: Path | None = None,
 ) -> Backlog:
     """Measure one spool's backlog as of ``now`` (Unix seconds). Read-only; a directory that
     cannot be read gives a ``Backlog`` whose ``error`` says so."""
@@ -118,7 +124,7 @@ def measure_backlog(
     if not (_is_dir(spool_dir) and _is_dir(new_dir)):
         return Backlog(str(spool_dir), exists=False)
     try:
-        return _measure(spool_dir, hold_for_seconds, now, options)
+        return _measure(spool_dir, hold_for_seconds, now, options, state_dir)
     except FatalError as exc:  # a damaged journal
         return Backlog(str(spool_dir), error=str(exc))
     except OSError as exc:
@@ -127,7 +133,13 @@ def measure_backlog(
         return Backlog(str(spool_dir), error=reason)
 
 
-def _measure(spool_dir: Path, hold_for_seconds: float, now: float, options: ScanOptions) -> Backlog:
+def _measure(
+    spool_dir: Path,
+    hold_for_seconds: float,
+    now: float,
+    options: ScanOptions,
+    state_dir: Path | None,
+) -> Backlog:
     files = size = eligible = excluded = excluded_bytes = 0
     oldest_mtime = math.inf
     new_dir = spool_dir / NEW
@@ -157,7 +169,7 @@ def _measure(spool_dir: Path, hold_for_seconds: float, now: float, options: Scan
         bytes_waiting=size,
         eligible_now=eligible,
         oldest_age_seconds=None if files == 0 else max(0.0, now - oldest_mtime),
-        claims_in_flight=_claims_in_flight(spool_dir),
+        claims_in_flight=_claims_in_flight(spool_dir, state_dir),
         completed_files=completed_files,
         completed_bytes=completed_bytes,
         exists=True,

@@ -40,6 +40,7 @@ from spool_tool.options import (
     parse_setting,
 )
 from spool_tool.scan import ScanOptions
+from spool_tool.statefs import filesystem_of, state_dir_for
 
 PROG = "spool_tool"
 
@@ -123,6 +124,7 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
     configs = [build_config(job) for job in jobs]
     _route_library_logs(writer)
     for config in configs:
+        _warn_network_state(config, writer)
         if not config.template.is_unique_per_file:
             writer.write(
                 logging.WARNING,
@@ -136,6 +138,19 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
     if summary.signal is not None:
         return ExitStatus.SIGNAL + summary.signal
     return ExitStatus.OK if summary.ok else ExitStatus.FAILED
+
+
+def _warn_network_state(config: Config, writer: LogWriter) -> None:
+    """One warning per spool whose journal --allow-network-state lets onto a shared fs."""
+    for spool in config.spool_dirs if config.allow_network_state else ():
+        found = filesystem_of(config.state_dir(spool))
+        if found.is_shared:
+            writer.write(
+                logging.WARNING,
+                "config",
+                f"journal of {spool} on {found.fstype} ({found.kind}): "
+                "--allow-network-state accepts the risk",
+            )
 
 
 command = GroupedCommand(
@@ -224,7 +239,9 @@ def _backlog_query(spool: Path, settings: Layer) -> BacklogQuery:
         PathFilter(_value(settings, "include"), _value(settings, "exclude")),
         _value(settings, "require_marker"),
     )
-    return BacklogQuery(spool, float(_value(settings, "hold_for")) * 60, options)
+    root = _value(settings, "state_dir")
+    state_dir = None if root is None else state_dir_for(spool, root)
+    return BacklogQuery(spool, float(_value(settings, "hold_for")) * 60, options, state_dir)
 
 
 def _value(settings: Layer, name: str) -> Any:

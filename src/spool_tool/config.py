@@ -15,6 +15,7 @@ from spool_tool.errors import ConfigError
 from spool_tool.filters import PathFilter
 from spool_tool.keys import KeyTemplate
 from spool_tool.scan import ScanOptions
+from spool_tool.statefs import check_state_dir, check_state_root, state_dir_for
 
 # Each choice list is declared once, as a Literal; the option schema (options.py) reads the
 # tuples, mypy reads the Literals.
@@ -183,6 +184,14 @@ class Config:
         if not self.spool_dirs:
             raise ConfigError("no SPOOL_DIR given")
         object.__setattr__(self, "path_filter", PathFilter(self.include, self.exclude))
+        if self.state_root is not None:
+            check_state_root(self.state_root, self.spool_dirs)
+        for spool in self.spool_dirs:  # invariant: refused before anything is touched
+            check_state_dir(self.state_dir(spool), allow_network=self.allow_network_state)
+
+    def state_dir(self, spool: Path) -> Path:
+        """Where ``spool``'s journal and lock live (``--state-dir``)."""
+        return state_dir_for(spool, self.state_root)
 
     @property
     def scan_options(self) -> ScanOptions:

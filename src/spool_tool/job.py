@@ -108,7 +108,7 @@ class Job:
         if spool in self._busy:
             return None
         try:
-            return Journal.open(spool)
+            return Journal.open(spool, self.config.state_dir(spool))
         except SpoolBusyError:
             self._busy.add(spool)
             bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
@@ -238,7 +238,7 @@ def _list_would_upload(config: Config, spool: Path, bus: EventBus) -> None:
     if candidates is None:
         return
     try:
-        journal = Journal.read_only(spool)
+        journal = Journal.read_only(spool, config.state_dir(spool))
     except FatalError as exc:  # a damaged journal
         bus.emit(SpoolSkipped(spool, str(exc), True))
         return

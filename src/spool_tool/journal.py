@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Self
 
 from spool_tool.errors import FatalError
+from spool_tool.spoolfs import STATE_DIR
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -152,12 +153,15 @@ class Journal:
             raise journal_error(self.path, exc) from exc
 
     @classmethod
-    def open(cls, spool_dir: Path) -> Self:
-        """Take the spool's lock and open (or create) its journal. ``SpoolBusyError`` when
-        another process holds the lock; ``FatalError`` when the journal cannot be used."""
-        state = spool_dir / ".spool_tool"
+    def open(cls, spool_dir: Path, state_dir: Path | None = None) -> Self:
+        """Take the spool's lock and open (or create) its journal, in ``state_dir`` (default
+        ``SPOOL_DIR/.spool_tool``; ``statefs.state_dir_for``). ``SpoolBusyError`` when another
+        process holds the lock; ``FatalError`` when the journal cannot be used."""
+        state = spool_dir / STATE_DIR if state_dir is None else state_dir
         try:
-            state.mkdir(exist_ok=True)
+            # Under --state-dir DIR the subdirectory (and DIR) may not exist yet.
+            shared = state_dir is not None
+            state.mkdir(parents=shared, exist_ok=True, mode=0o700 if shared else 0o777)
             lock_fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise FatalError(f"{spool_dir}: cannot create state directory: {exc.strerror}") from exc
@@ -185,12 +189,12 @@ class Journal:
             raise journal_error(path, exc) from exc
 
     @classmethod
-    def read_only(cls, spool_dir: Path) -> Self | None:
+    def read_only(cls, spool_dir: Path, state_dir: Path | None = None) -> Self | None:
         """For ``--dry-run`` and ``--status``: read existing state, create nothing, no lock.
 
         None when there is no journal (or it cannot be opened, e.g. not readable); a damaged
         one raises ``FatalError`` (``journal_error``) so that the operator hears of it."""
-        path = spool_dir / ".spool_tool" / "journal.sqlite3"
+        path = (spool_dir / STATE_DIR if state_dir is None else state_dir) / "journal.sqlite3"
         if not path.exists():
             return None
         try:

@@ -228,7 +228,7 @@ class SpoolUploader:
         compression = self.config.s3.compress
         if compression is None or not wants_compression(source.path.name, compression):
             return source, ObjectHeaders(content_type=content_type)
-        tmp_dir = self.spool_dir / ".spool_tool" / "tmp"
+        tmp_dir = self.config.state_dir(self.spool_dir) / "tmp"
         payload = compress_to_temp(source, compression, tmp_dir)
         return payload, ObjectHeaders(content_type, ENCODING[compression])
 

@@ -197,7 +197,14 @@ class Runner:
         now = time.time()
         for job in self.jobs:
             for spool in job.config.spool_dirs:
-                backlog = measure_backlog(spool, hold_for_seconds=job.config.hold_for * 60, now=now)
+                config = job.config
+                backlog = measure_backlog(
+                    spool,
+                    hold_for_seconds=config.hold_for * 60,
+                    now=now,
+                    options=config.scan_options,
+                    state_dir=config.state_dir(spool),
+                )
                 self.bus.emit(BacklogMeasured(backlog))
 
 
