@@ -27,8 +27,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from spool_tool.compress import ENCODING, SUFFIX, compress_to_temp, wants_compression
+from spool_tool.config import MTIME_KEY
 from spool_tool.crashpoints import crash_point
-from spool_tool.destinations.base import ObjectHeaders, UploadResult
+from spool_tool.destinations.base import ObjectHeaders, UploadResult, rclone_mtime
 from spool_tool.errors import (
     ChangedDuringUploadError,
     FatalError,
@@ -223,14 +224,19 @@ class SpoolUploader:
             self.bus.emit(RunStopped(reason))
 
     def _prepare(self, source: Source) -> tuple[Source, ObjectHeaders]:
-        """The body to send (compressed into a temp file with --compress) and its headers."""
+        """The body to send (compressed into a temp file with --compress) and its headers.
+        ``--preserve-mtime`` takes the time from the opened file's ``fstat`` (the identity
+        verified unchanged after the upload), never from the compressed temp file."""
         content_type = guess_type(source.path.name)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if self.config.s3.preserve_mtime:
+            metadata = ((MTIME_KEY, rclone_mtime(source.st.st_mtime_ns)),)
         compression = self.config.s3.compress
         if compression is None or not wants_compression(source.path.name, compression):
-            return source, ObjectHeaders(content_type=content_type)
+            return source, ObjectHeaders(content_type=content_type, metadata=metadata)
         tmp_dir = self.config.state_dir(self.spool_dir) / "tmp"
         payload = compress_to_temp(source, compression, tmp_dir)
-        return payload, ObjectHeaders(content_type, ENCODING[compression])
+        return payload, ObjectHeaders(content_type, ENCODING[compression], metadata)
 
     def _upload(self, source: Source, claim: Claim) -> tuple[UploadResult, float | None]:
         """The upload's result and duration; None for a resumed file (the journal says a killed

@@ -21,9 +21,19 @@ class ObjectHeaders:
 
     content_type: str | None = None
     content_encoding: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # per object (--preserve-mtime), beside --metadata
 
 
 NO_HEADERS = ObjectHeaders()
+
+
+def rclone_mtime(mtime_ns: int) -> str:
+    """rclone's ``mtime`` metadata value: Unix seconds, exact from nanoseconds, up to nine
+    decimals with trailing zeros dropped, no ``.`` for a whole second (``1354040105.5``)."""
+    sign = "-" if mtime_ns < 0 else ""
+    seconds, fraction = divmod(abs(mtime_ns), 1_000_000_000)
+    decimals = f"{fraction:09d}".rstrip("0")
+    return f"{sign}{seconds}.{decimals}" if decimals else f"{sign}{seconds}"
 
 
 @dataclass(frozen=True, slots=True)

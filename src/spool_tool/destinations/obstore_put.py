@@ -307,4 +307,7 @@ def attributes_for(args: dict[str, Any]) -> dict[str, str]:
         attributes["Content-Type"] = args["ContentType"]
     if "ContentEncoding" in args:
         attributes["Content-Encoding"] = args["ContentEncoding"]
+    # Per-object metadata (--preserve-mtime): any other key is user metadata (x-amz-meta-*).
+    # --metadata itself sends boto3 (supports()), so a user key cannot become a header here.
+    attributes.update(args.get("Metadata", {}))
     return attributes

@@ -255,6 +255,8 @@ class S3Destination:
             args["ContentType"] = content_type
         if headers.content_encoding:
             args["ContentEncoding"] = headers.content_encoding
+        if headers.metadata:  # on every data path: put_object, multipart, obstore attributes
+            args["Metadata"] = {**args.get("Metadata", {}), **dict(headers.metadata)}
         return args
 
     def _checksum_args(self, data: bytes | memoryview) -> dict[str, str]:
