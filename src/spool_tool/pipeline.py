@@ -54,7 +54,7 @@ from spool_tool.keys import (
     normalise_spool_dir,
     whole_seconds,
 )
-from spool_tool.scan import Candidate, is_old_enough
+from spool_tool.scan import Candidate, has_marker, is_old_enough
 from spool_tool.spoolfs import Identity, Source, SpoolFS, fsync_dir, open_source, unchanged_since
 
 if TYPE_CHECKING:
@@ -170,11 +170,14 @@ class SpoolUploader:
         uri = self.config.destination.uri_for(claim.key)
         source: Source | None = None
         try:
-            if candidate.st.st_nlink > 1 and self.fs.finish_interrupted_move(
-                candidate.path, self.completed
-            ):
-                self.journal.drop_claims([claim.name])
-                return
+            suffix = self.config.marker_suffix
+            if candidate.st.st_nlink > 1:
+                if self.fs.finish_interrupted_move(candidate.path, self.completed, suffix):
+                    self.journal.drop_claims([claim.name])
+                    return
+                if suffix is not None and not has_marker(candidate.path, suffix):
+                    self.journal.drop_claims([claim.name])  # a producer's link, not yet ready
+                    return
             source = open_source(candidate.path)
             if Identity.of(source.st) != Identity.of(candidate.st) and not is_old_enough(
                 source.st, self.config.hold_for * 60, time.time()
@@ -273,7 +276,7 @@ class SpoolUploader:
     def _move(
         self, source: Source, claim: Claim, result: UploadResult, uri: str, seconds: float | None
     ) -> None:
-        dst = self.fs.move_to_completed(source.path, self.completed)
+        dst = self.fs.move_to_completed(source.path, self.completed, self.config.marker_suffix)
         with contextlib.suppress(OSError):
             # Retention (--delete-after) counts from completion, not from the producer's write.
             os.utime(dst, follow_symlinks=False)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from spool_tool.crashpoints import crash_point
 from spool_tool.display import display_name
 from spool_tool.errors import FileError
 
@@ -151,6 +152,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _copy_small(src: Path, dst: Path) -> None:
+    """Copy a small file (a marker) to a new name across filesystems; never overwrites."""
+    data = src.read_bytes()
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def _candidates(name: str) -> Iterator[str]:
     """``name``, then ``stem~1.ext``, ``stem~2.ext``... (lazily: almost always only the first)."""
     yield name
@@ -171,13 +182,20 @@ class SpoolFS:
         if not self.dry_run:
             path.mkdir(exist_ok=True)
 
-    def move_to_completed(self, src: Path, completed: Path) -> Path:
+    def move_to_completed(
+        self, src: Path, completed: Path, marker_suffix: str | None = None
+    ) -> Path:
         """Move ``src`` into ``completed`` without overwriting anything there.
 
         A clash gets a new name (``name~1.ext``). Uses ``link`` + ``unlink`` (atomic no-clobber);
         across filesystems it copies to a temporary name, fsyncs, links into place, then
         removes the source. A crash in between leaves the source in ``new/`` (and at worst a
         second link in ``completed/``, which ``finish_interrupted_move`` resolves).
+
+        With ``marker_suffix`` (``--require-marker``) the marker ``src+SUFFIX`` follows the file
+        to ``completed/<final name>+SUFFIX``, after the file is linked there and before the
+        file leaves ``new/``: every crash state keeps the file in ``new/`` with a second link,
+        which ``finish_interrupted_move`` completes, marker included.
         """
         if self.dry_run:
             return completed / src.name
@@ -190,12 +208,44 @@ class SpoolFS:
             except OSError as exc:
                 if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK}:
                     raise
-                return self._copy_then_delete(src, completed)
+                return self._copy_then_delete(src, completed, marker_suffix)
+            crash_point("after_link")
+            self._marker_follows(src, dst, marker_suffix)
             os.unlink(src)
             return dst
         raise FileError(f"too many files named like it in {display_name(completed)}", path=src)
 
-    def _copy_then_delete(self, src: Path, completed: Path) -> Path:
+    def _marker_follows(self, src: Path, dst: Path, suffix: str | None) -> None:
+        """Move ``src``'s marker next to ``dst`` (no clobber), unless it is already there."""
+        if suffix is None:
+            return
+        marker = Path(f"{src}{suffix}")
+        try:
+            st = os.lstat(marker)
+        except FileNotFoundError:
+            return  # a killed run moved it already
+        if not stat.S_ISREG(st.st_mode):
+            return
+        for name in itertools.islice(_candidates(dst.name + suffix), 50):
+            target = dst.parent / name
+            try:
+                os.link(marker, target, follow_symlinks=False)
+            except FileExistsError:
+                other = os.lstat(target)
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    break  # linked by a killed run
+                continue
+            except OSError as exc:
+                if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK}:
+                    raise
+                _copy_small(marker, target)
+            crash_point("after_marker_link")
+            with contextlib.suppress(OSError):
+                os.utime(target, follow_symlinks=False)  # retention counts from completion
+            break
+        os.unlink(marker)
+
+    def _copy_then_delete(self, src: Path, completed: Path, marker_suffix: str | None) -> Path:
         tmp = completed / f".{src.name}.spool_tool-partial"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # a leftover of a crashed copy (unlink never follows a symlink)
@@ -221,6 +271,7 @@ class SpoolFS:
                 except FileExistsError:
                     continue
                 fsync_dir(completed)
+                self._marker_follows(src, dst, marker_suffix)
                 os.unlink(src)
                 return dst
         finally:
@@ -228,9 +279,12 @@ class SpoolFS:
                 os.unlink(tmp)
         raise FileError(f"too many files named like it in {display_name(completed)}", path=src)
 
-    def finish_interrupted_move(self, src: Path, completed: Path) -> bool:
+    def finish_interrupted_move(
+        self, src: Path, completed: Path, marker_suffix: str | None = None
+    ) -> bool:
         """If a crash hit between ``link`` and ``unlink``, ``src`` is also linked in
-        ``completed/``: remove the ``new/`` name and report True."""
+        ``completed/``: move its marker along (``--require-marker``), remove the ``new/`` name
+        and report True."""
         try:
             st = os.lstat(src)
         except FileNotFoundError:
@@ -244,6 +298,7 @@ class SpoolFS:
                 break
             if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
                 if not self.dry_run:
+                    self._marker_follows(src, completed / name, marker_suffix)
                     os.unlink(src)
                 return True
         return False
