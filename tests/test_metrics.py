@@ -50,6 +50,7 @@ EXPECTED_SAMPLE_NAMES = {
     "spool_tool_backlog_files",
     "spool_tool_backlog_bytes",
     "spool_tool_backlog_oldest_age_seconds",
+    "spool_tool_backlog_excluded_files",
     "spool_tool_last_success_timestamp_seconds",
     "spool_tool_last_run_timestamp_seconds",
     "spool_tool_run_duration_seconds",
@@ -173,13 +174,20 @@ def test_failed_run_keeps_the_last_success() -> None:
 def test_backlog_gauges() -> None:
     listener = MetricsListener(clock=clock)
     listener.set_backlog(
-        Backlog("/spool/a", files_waiting=5, bytes_waiting=500, oldest_age_seconds=901.5)
+        Backlog(
+            "/spool/a",
+            files_waiting=5,
+            bytes_waiting=500,
+            oldest_age_seconds=901.5,
+            files_excluded=2,
+        )
     )
     listener.set_backlog(Backlog("/spool/b"))  # empty: age 0
     listener.set_backlog(Backlog(os.fsdecode(b"/spool/\xff")))
     found = samples(generate_latest(listener.registry))
     assert value(found, "spool_tool_backlog_files", spool_dir="/spool/a") == 5
     assert value(found, "spool_tool_backlog_bytes", spool_dir="/spool/a") == 500
+    assert value(found, "spool_tool_backlog_excluded_files", spool_dir="/spool/a") == 2
     assert value(found, "spool_tool_backlog_oldest_age_seconds", spool_dir="/spool/a") == 901.5
     assert value(found, "spool_tool_backlog_files", spool_dir="/spool/b") == 0
     assert value(found, "spool_tool_backlog_oldest_age_seconds", spool_dir="/spool/b") == 0

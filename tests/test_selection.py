@@ -148,3 +148,19 @@ def test_bad_selection_options_exit_2_and_touch_nothing(
     assert message in result.stderr
     assert_one_line_error(result.stderr)
     assert snapshot(spool_dir) == before
+
+
+def test_dry_run_lists_only_selected_ready_files_and_changes_nothing(spool_dir: Path) -> None:
+    new = spool_dir / "new"
+    for name in ("a.json", "b.json", "b.json.done", "c.tmp", "c.tmp.done"):
+        make(new, name)
+    before = snapshot(spool_dir)
+    result = run_cli(
+        "--dry-run", "--exclude", "*.tmp", "--require-marker", ".done", spool_dir, "noop"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "b.json" in result.stdout
+    assert "a.json" not in result.stdout  # waits for its marker
+    assert "c.tmp" not in result.stdout  # excluded
+    assert ".done" not in result.stdout  # markers are never uploaded
+    assert snapshot(spool_dir) == before

@@ -27,16 +27,20 @@ def nfs_at(monkeypatch: pytest.MonkeyPatch, mount_point: Path) -> None:
     monkeypatch.setattr(statefs.MountTable, "read", classmethod(lambda cls, path="": table))
 
 
-def test_state_dir_holds_journal_and_lock(spool_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compress", [[], ["--compress", "gzip"]], ids=["plain", "gzip"])
+def test_state_dir_holds_journal_and_lock(
+    spool_dir: Path, tmp_path: Path, compress: list[str]
+) -> None:
     make_files(spool_dir / "new", 2)
     root = tmp_path / "state"  # does not exist yet: created with its subdirectory
-    result = run_cli("--state-dir", root, spool_dir, "noop")
+    result = run_cli("--state-dir", root, *compress, spool_dir, "noop")
     assert result.returncode == 0, result.stderr
     assert not (spool_dir / ".spool_tool").exists()
     state = state_dir_for(spool_dir, root)
     assert state.parent == root
     assert (state / "journal.sqlite3").is_file()
     assert (state / "lock").is_file()
+    assert (state / "tmp").is_dir() == bool(compress)  # compression temp files live there too
     assert sorted(os.listdir(spool_dir / "completed")) == ["f00000.dat", "f00001.dat"]
 
 

@@ -9,6 +9,7 @@ Metrics (the names exposed, exactly; see docs/metrics.md):
   1 ms to 10 min; a resumed upload, where only the move was left, is counted as uploaded but not
   observed: no transfer was timed);
 * gauges ``spool_tool_backlog_files{spool_dir}``, ``spool_tool_backlog_bytes{spool_dir}``,
+  ``spool_tool_backlog_excluded_files{spool_dir}``,
   ``spool_tool_backlog_oldest_age_seconds{spool_dir}`` (from ``set_backlog`` or a
   ``BacklogMeasured`` event; age 0 when
   ``new/`` is empty; a spool that does not exist has no series),
@@ -268,8 +269,14 @@ class MetricsListener:
             "Age of the oldest regular file in new/ when the run or cycle ended (0 if none).",
             labels=["spool_dir"],
         )
+        excluded = GaugeMetricFamily(
+            "spool_tool_backlog_excluded_files",
+            "Regular files in new/ that --include/--exclude leave alone (not in backlog_files).",
+            labels=["spool_dir"],
+        )
         for name, b in sorted(backlogs.items()):
             label = [display_name(name)]
+            excluded.add_metric(label, b.files_excluded)
             files.add_metric(label, b.files_waiting)
             size.add_metric(label, b.bytes_waiting)
             oldest.add_metric(label, b.oldest_age_seconds or 0.0)
@@ -286,6 +293,7 @@ class MetricsListener:
             files,
             size,
             oldest,
+            excluded,
             gauge(
                 "spool_tool_last_success_timestamp_seconds",
                 "Unix time the last fully successful run ended (0: none yet).",
