@@ -90,7 +90,8 @@ def test_sigkill_mid_move_then_rerun(
     for name, data in contents.items():
         (new / name).write_bytes(data)
         (new / f"{name}.done").write_bytes(b"")
-    args = ["--require-marker", ".done", "--format", UNIQUE, spool_dir, f"s3://{s3_bucket}/"]
+    args: list[str | Path] = ["--require-marker", ".done", "--format", UNIQUE, spool_dir]
+    args.append(f"s3://{s3_bucket}/")
     crash = {**seaweed.env(), "SPOOL_TOOL_TESTING": "1", "SPOOL_TOOL_CRASH_AT": point}
     killed = run_cli(*args, env=crash)
     assert killed.returncode == -9, killed.stderr
