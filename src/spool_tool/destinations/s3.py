@@ -419,12 +419,10 @@ class S3Destination:
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
         # On failure the journal still holds the id and the next run retries the abort.
-        with contextlib.suppress(SpoolToolError, BotoCoreError, ClientError):
-            self._call(
-                lambda: self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
-            )
+        # One attempt, outside the gate: after a signal the gate admits nothing, and the abort
+        # must still go out (SIGTERM mid-multipart leaves no open upload).
+        with contextlib.suppress(BotoCoreError, ClientError):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
