@@ -62,13 +62,13 @@ import uuid
 from typing import TYPE_CHECKING
 
 import boto3
-import botocore.retries.standard
 import pytest
 from botocore.config import Config
 from hypothesis import settings
 from moto.server import ThreadedMotoServer
 
 from devtools.seaweed import SeaweedServer
+from spool_tool.throttle import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -220,10 +220,9 @@ def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep botocore's real retry decisions, but sleep 10 ms between attempts (in-process)."""
-    monkeypatch.setattr(
-        botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0.01
-    )
+    """Keep the real retry decisions (``destinations/gated.py``, both engines), but sleep
+    10 ms between attempts (in-process)."""
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, retry, throttled, rng: 0.01)
 
 
 @pytest.fixture

@@ -38,12 +38,7 @@ class FakeDisk:
         return os.statvfs_result((KIB, KIB, blocks, free, free, 0, 0, 0, 0, 255))
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    root = tmp_path / "spool"
-    (root / "new").mkdir(parents=True)
-    (root / "completed").mkdir()
-    return root
+pytestmark = pytest.mark.usefixtures("completed")
 
 
 def fill(directory: Path, count: int, size: int = 64 * KIB, prefix: str = "c") -> list[str]:

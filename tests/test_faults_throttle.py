@@ -47,12 +47,6 @@ FILES = 200
 RATE = 50.0  # requests/s the one partition takes
 
 
-@pytest.fixture
-def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in seaweed.env().items():
-        monkeypatch.setenv(name, value)
-
-
 @pytest.mark.parametrize("engine", ["obstore", "boto3"])
 def test_throttled_run_stays_within_1_2_puts_per_file(
     seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, s3_env: None, engine: str
