@@ -30,11 +30,12 @@ from spool_tool.throttle import (
 )
 
 T = TypeVar("T")
-# The longest pause between request starts at a limit of 1 (4 requests/s per destination):
-# above a fleet's fair share of a throttled prefix (16 hosts at 100/s settle near 0.16 s in
-# bench/fleet.py), short enough that a run facing a store that throttles everything reaches
-# pipeline.TRANSIENT_FAILURE_LIMIT and stops in seconds, not minutes (RELIABILITY row 2).
-MAX_PAUSE = 0.25
+# The longest pause between request starts at a limit of 1 (10 requests/s per destination):
+# a run facing a store that throttles everything still reaches pipeline.TRANSIENT_FAILURE_LIMIT
+# and stops (or a daemon backs off) in seconds, not minutes (RELIABILITY row 2). Against S3's
+# 3,500 PUT/s per prefix the floor matters only beyond ~350 hosts in one prefix; in the scaled
+# fleet simulation (100/s) it is above 16 hosts' fair share (BENCHMARKS.md).
+MAX_PAUSE = 0.1
 FailureOf = Callable[[BaseException], "S3Failure | None"]
 
 
