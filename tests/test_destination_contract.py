@@ -1,4 +1,5 @@
-"""One contract, every destination: noop, moto (in-process HTTP) and SeaweedFS, both engines.
+"""One contract, every destination: noop, moto (in-process HTTP) and SeaweedFS on each engine of
+``engines.ENGINES`` on its own.
 
 The Destination protocol (spool_tool.destinations.base): ``upload`` returns only once the
 object is confirmed, reads through the given fd, never closes it, reports a multipart UploadId
@@ -16,6 +17,7 @@ import pytest
 
 from spool_tool.config import Config, S3Options, parse_destination
 from spool_tool.destinations import make_destination
+from spool_tool.destinations.engines import ENGINES
 from spool_tool.errors import FatalError
 from spool_tool.spoolfs import open_source
 from tests.conftest import MISSING_BUCKET, MOTO_BUCKET
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from spool_tool.destinations.base import Destination
 
 MiB = 1024 * 1024
-KINDS = ["noop", "moto-boto3", "seaweed-obstore", "seaweed-boto3"]
+KINDS = ["noop", "moto-boto3", *(f"seaweed-{engine.name}" for engine in ENGINES)]
 
 
 @pytest.fixture(params=KINDS)
@@ -75,6 +77,8 @@ def test_upload_confirms_the_whole_object(
     try:
         result = destination.upload(source, f"c/{path.name}", ids.append)
         assert os.fstat(source.fd)  # never closed by the destination
+        if kind.startswith("seaweed"):  # the engine under test sent it, not another
+            assert destination.engine.name == kind.split("-")[1]  # type: ignore[attr-defined]
     finally:
         source.close()
         destination.close()

@@ -45,9 +45,8 @@ if TYPE_CHECKING:
 
 Engine = Literal["obstore", "boto3"]
 ENGINES: list[Engine] = ["obstore", "boto3"]
-# How each data path is chosen as a user would: by default the fast path sends single PUTs;
-# any of --storage-class, --acl, --sse, --metadata, --tag sends everything through boto3.
-SELECT = {"obstore": ["--engine", "obstore"], "boto3": ["--storage-class", "STANDARD"]}
+# Each data path, named (object options no longer select boto3: obstore sends them).
+SELECT = {"obstore": ["--engine", "obstore"], "boto3": ["--engine", "boto3"]}
 _STAMP = re.compile(r"^\S+Z (?=[A-Z]+ )")
 
 

@@ -225,8 +225,9 @@ OPTIONS: tuple[Option, ...] = (
            default=10.0, doc_default="10", metavar="SECONDS", target="s3"),
     Option("read_timeout", seconds, "Seconds to wait for S3 to answer a request.", G,
            default=60.0, doc_default="60", metavar="SECONDS", target="s3"),
-    _choices("engine", ENGINES, "Data path for single PUTs: obstore (fast, native) where the "
-             "options allow, or boto3.", G, default="auto", doc_default="auto", target="s3"),
+    _choices("engine", ENGINES, "Data path for single PUTs: obstore (fast, native; all options "
+             "but --acl), or boto3; auto: obstore where it can send the options.", G,
+             default="auto", doc_default="auto", target="s3"),
     Option("storage_class", text(r"[A-Z_]+", "e.g. STANDARD_IA"), "S3 storage class.", S3,
            metavar="CLASS", target="s3", doc_default="bucket default"),
     _choices("sse", SSE_MODES, "Server-side encryption.", S3, target="s3",

@@ -1,4 +1,5 @@
-"""The fast path for single PUTs: obstore (Rust ``object_store``), fed boto3's configuration.
+"""The obstore engine (``engines.PutEngine``): single PUTs through Rust ``object_store``, fed
+botocore's configuration.
 
 boto3 spends ~2 ms of CPU per PUT; obstore ~0.2 ms, which decides small-file throughput on a
 host whose CPU is shared with the producer (see BENCHMARKS.md). Only the data path moves:
@@ -13,7 +14,7 @@ Safety notes, measured on obstore 0.12.1:
 * Only the *synchronous* ``obstore.put`` is used, from a thread pool: ``put_async`` can abort
   the interpreter at exit (a tokio thread racing Python finalisation; pyo3-async-runtimes #40).
 * obstore raises few typed errors: status, S3 code and connection error kind are read from
-  its message (``ObstorePuts.failure_of``, this engine's half of ``s3errors``).
+  its message (``ObstoreEngine.failure_of``, this engine's half of ``s3errors``).
 """
 
 from __future__ import annotations
@@ -23,24 +24,26 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from spool_tool.destinations.engines import Confirmed, PutSpec, checksum_for
 from spool_tool.destinations.s3errors import (
     S3Failure,
     Transport,
     classify,
     classify_preflight,
 )
-from spool_tool.errors import FatalError, FileError, RetryableError, SpoolToolError
+from spool_tool.errors import ConfigError, FatalError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
     import botocore.session
     from mypy_boto3_s3 import S3Client
-    from obstore import PutResult
+    from obstore import Attributes, PutResult
     from obstore.store import ClientConfig, RetryConfig, S3Config, S3Credential, S3Store
 
     from spool_tool.config import S3Options
+    from spool_tool.destinations.engines import EngineContext
     from spool_tool.destinations.gated import GatedRequests
 
 _AWS_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
@@ -49,21 +52,19 @@ _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 CREDENTIAL_TTL = timedelta(minutes=10)
-# What obstore can send. "auto" is CRC64NVME: as strong against transmission errors as any CRC
-# and the cheapest for both ends to compute (the server verifies every byte; see BENCHMARKS.md).
-OBSTORE_CHECKSUMS = {"auto": "crc64nvme", "crc64nvme": "crc64nvme", "sha256": "sha256"}
+# The checksums obstore can send (what ``--checksum auto`` means: ``engines.checksum_for``).
+OBSTORE_CHECKSUMS = frozenset({"crc64nvme", "sha256"})
 
 
-def supports(options: S3Options) -> bool:
-    """Whether obstore can send exactly what these options ask for (else boto3 does it all)."""
-    return (
-        options.checksum in OBSTORE_CHECKSUMS
-        and options.storage_class is None
-        and options.acl is None
-        and options.sse is None
-        and not options.tags
-        and not options.metadata
-    )
+def unsupported(options: S3Options) -> str | None:
+    """What of these options obstore cannot send (None: all of them). ``--acl``: object_store
+    has no canned-ACL setting, and a default ``x-amz-acl`` header would go out unsigned, which
+    AWS rejects. Checksums: obstore sends CRC64NVME and SHA-256 only."""
+    if checksum_for(options.checksum, "single") not in OBSTORE_CHECKSUMS:
+        return f"--checksum {options.checksum} (only auto, crc64nvme, sha256)"
+    if options.acl is not None:
+        return "--acl"
+    return None
 
 
 class BotoCredentials:
@@ -158,8 +159,14 @@ def make_store(
     config: S3Config = {
         "region": endpoint.region,
         "virtual_hosted_style_request": virtual,
-        "checksum_algorithm": OBSTORE_CHECKSUMS[options.checksum],
+        "checksum_algorithm": checksum_for(options.checksum, "single") or "crc64nvme",
+        # The checksum header protects the body (S3 verifies it): no SHA-256 of it in SigV4.
+        "unsigned_payload": True,
     }
+    if options.sse is not None:
+        config["server_side_encryption"] = options.sse
+    if options.sse_kms_key_id is not None:
+        config["sse_kms_key_id"] = options.sse_kms_key_id
     if endpoint.url is not None:
         url = endpoint.url.rstrip("/")
         if virtual:
@@ -185,14 +192,21 @@ def make_store(
     )
 
 
-class ObstorePuts:
+class ObstoreEngine:
     """Single PUTs and the pre-flight through obstore, retried by the destination's one loop
     (``gated.GatedRequests``: obstore's own retries are off, so that every attempt is seen,
     takes a slot of the gate and is bounded like botocore's).
 
+    Every option production sets goes with each PUT: content type and encoding, ``--metadata``
+    (``x-amz-meta-*``), ``--storage-class`` and ``--tag`` as obstore attributes and tags;
+    ``--sse`` / ``--sse-kms-key-id`` in the store's configuration. ``--acl`` cannot
+    (``unsupported``).
+
     A request gives up after ``max_attempts`` attempts of at most ``read_timeout`` each (obstore's
     ``timeout`` covers the whole request), plus the backoff between them; a signal
     (``GatedRequests.cancel``) ends the backoff and the attempts."""
+
+    name = "obstore"
 
     def __init__(
         self, store: S3Store, endpoint: Endpoint, options: S3Options, requests: GatedRequests
@@ -201,26 +215,55 @@ class ObstorePuts:
         self.requests = requests
         self.endpoint = endpoint.url or f"https://s3.{endpoint.region}.amazonaws.com"
         self.options = options
+        self.attributes = object_attributes(options)
+        self.tags = dict(options.tags) or None
 
-    def put(
-        self, key: str, data: bytes, attributes: dict[str, str], uri: str, *, no_clobber: bool
-    ) -> PutResult:
+    @classmethod
+    def build(cls, context: EngineContext) -> ObstoreEngine:
+        """The store for ``context``'s bucket, endpoint resolved as botocore would."""
+        options, session = context.options, context.session
+        try:
+            endpoint = endpoint_without_client(session, options, context.bucket)
+            if endpoint is None:
+                endpoint = endpoint_from_client(context.boto.client)
+            store = make_store(session, endpoint, context.bucket, options)
+        except SpoolToolError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+        return cls(store, endpoint, options, context.requests)
+
+    def put(self, data: bytes, spec: PutSpec) -> Confirmed:
         import obstore  # noqa: PLC0415
+
+        attributes = dict(self.attributes)
+        attributes.update(spec.metadata)  # per object (--preserve-mtime): x-amz-meta-*
+        if spec.content_type:
+            attributes["Content-Type"] = spec.content_type
+        if spec.content_encoding:
+            attributes["Content-Encoding"] = spec.content_encoding
 
         def send() -> PutResult:
             return obstore.put(
                 self.store,
-                key,
+                spec.key,
                 data,
                 use_multipart=False,
                 attributes=attributes or None,
-                mode="create" if no_clobber else "overwrite",
+                tags=self.tags,
+                mode="create" if spec.no_clobber else "overwrite",
             )
 
         try:
-            return self.requests.call(send, self.failure_of, body=len(data))
+            result = self.requests.call(send, self.failure_of, body=len(data))
         except Exception as exc:
-            raise self.translate(exc, uri) from exc
+            raise self.translate(exc, spec.uri) from exc
+        # S3 verified the body against our x-amz-checksum-*; the ETag (the body's MD5 for a
+        # single PUT) is what --verify-before-delete compares later.
+        return Confirmed(result.get("e_tag"))
+
+    def close(self) -> None:
+        """Nothing to release: obstore's connections go with the store."""
 
     def preflight(self, uri: str) -> None:
         """Fail fast when no PUT can succeed: GET a key that cannot exist (the answer is read by
@@ -300,14 +343,12 @@ def _transport(text: str) -> Transport | None:
     return "reset"  # Interrupted, Request, Decode...: the connection broke mid-request
 
 
-def attributes_for(args: dict[str, Any]) -> dict[str, str]:
-    """obstore attributes from the boto3 PutObject arguments we support on this path."""
-    attributes: dict[str, str] = {}
-    if "ContentType" in args:
-        attributes["Content-Type"] = args["ContentType"]
-    if "ContentEncoding" in args:
-        attributes["Content-Encoding"] = args["ContentEncoding"]
-    # Per-object metadata (--preserve-mtime): any other key is user metadata (x-amz-meta-*).
-    # --metadata itself sends boto3 (supports()), so a user key cannot become a header here.
-    attributes.update(args.get("Metadata", {}))
+def object_attributes(options: S3Options) -> Attributes:
+    """The obstore attributes every object of the run carries: metadata (any key that is not
+    an HTTP attribute obstore knows is sent as ``x-amz-meta-KEY``) and the storage class."""
+    attributes: Attributes = {}
+    for name, value in options.metadata:
+        attributes[name] = value
+    if options.storage_class:
+        attributes["Storage-Class"] = options.storage_class
     return attributes

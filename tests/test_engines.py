@@ -1,0 +1,279 @@
+"""The single-PUT engines (``destinations/engines.py``): which engine ``--engine auto`` picks,
+the object options each engine sends (read back from the server), and the request shape and
+parts in flight of multipart uploads (botocore, every engine)."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+
+from spool_tool.config import Config, S3Options, parse_destination
+from spool_tool.destinations import make_destination, s3
+from spool_tool.destinations.engines import ENGINES, PutSpec, choose_engine
+from spool_tool.errors import ConfigError
+from spool_tool.spoolfs import open_source
+from tests.helpers import get_body, run_cli
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from devtools.seaweed import SeaweedServer
+    from spool_tool.config import ChecksumName, EngineName
+    from spool_tool.destinations.engines import PutEngine
+
+MiB = 1024 * 1024
+ENGINE_NAMES: list[EngineName] = [engine.name for engine in ENGINES]
+OBJECT_OPTIONS = [
+    "--metadata", "source=app1", "--metadata", "team=data=eng",
+    "--tag", "retention=30d", "--tag", "pii=no",
+    "--storage-class", "STANDARD_IA", "--sse", "AES256",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        S3Options(metadata=(("a", "b"),)),
+        S3Options(tags=(("a", "b"),)),
+        S3Options(storage_class="STANDARD_IA"),
+        S3Options(sse="AES256"),
+        S3Options(sse="aws:kms", sse_kms_key_id="alias/k"),
+        S3Options(content_type="text/plain", compress="gzip"),
+    ],
+)
+def test_auto_keeps_the_fast_engine_for_the_options_production_sets(options: S3Options) -> None:
+    assert choose_engine(options).name == "obstore"
+
+
+@pytest.mark.parametrize("options", [S3Options(acl="private"), S3Options(checksum="crc32")])
+def test_auto_falls_back_to_boto3_only_for_what_obstore_cannot_send(options: S3Options) -> None:
+    assert choose_engine(options).name == "boto3"
+    with pytest.raises(ConfigError, match="--engine obstore cannot send"):
+        choose_engine(replace(options, engine="obstore"))
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_every_object_option_is_read_back_from_seaweedfs(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, engine: str
+) -> None:
+    data = b"line of text\n" * 5000
+    (spool_dir / "new" / "log.txt").write_bytes(data)
+    result = run_cli(
+        "--engine", engine, *OBJECT_OPTIONS, "--compress", "gzip",
+        spool_dir, f"s3://{s3_bucket}/o/", env=seaweed.env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    client = seaweed.client()
+    head = client.head_object(Bucket=s3_bucket, Key="o/log.txt.gz")
+    assert head["Metadata"] == {"source": "app1", "team": "data=eng"}
+    assert head.get("StorageClass") == "STANDARD_IA"
+    assert head.get("ServerSideEncryption") == "AES256"
+    assert head["ContentType"] == "text/plain"
+    assert head["ContentEncoding"] == "gzip"
+    tags = client.get_object_tagging(Bucket=s3_bucket, Key="o/log.txt.gz")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"retention": "30d", "pii": "no"}
+    assert gzip.decompress(get_body(client, s3_bucket, "o/log.txt.gz")) == data
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_sse_kms_with_key_id_is_read_back_on_moto(
+    moto_bucket: str, moto_client: S3Client, moto_env: dict[str, str], spool_dir: Path, engine: str
+) -> None:
+    """SeaweedFS has no KMS configured here (it answers InternalError to both engines)."""
+    (spool_dir / "new" / "a.txt").write_text("secret")
+    result = run_cli(
+        "--engine", engine, "--sse", "aws:kms", "--sse-kms-key-id", "alias/spool",
+        "--addressing-style", "path", spool_dir, f"s3://{moto_bucket}/o/", env=moto_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    head = moto_client.head_object(Bucket=moto_bucket, Key="o/a.txt")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert "alias/spool" in head["SSEKMSKeyId"]
+
+
+def test_acl_falls_back_to_boto3_and_says_so_once_at_debug(
+    moto_bucket: str, moto_client: S3Client, moto_env: dict[str, str], spool_dir: Path
+) -> None:
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (spool_dir / "new" / name).write_text(name)
+    result = run_cli(
+        "-v", "--acl", "public-read", "--addressing-style", "path",
+        spool_dir, f"s3://{moto_bucket}/o/", env=moto_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("engine obstore cannot send --acl") == 1, result.stderr
+    grants = moto_client.get_object_acl(Bucket=moto_bucket, Key="o/a.txt")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("/global/AllUsers") for g in grants)
+
+
+def test_engine_obstore_with_acl_is_a_usage_error(spool_dir: Path) -> None:
+    result = run_cli(
+        "--engine", "obstore", "--acl", "private", "--endpoint-url", "http://127.0.0.1:9",
+        spool_dir, "s3://bucket",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--engine obstore cannot send --acl" in result.stderr
+
+
+class _RecordingS3(http.server.BaseHTTPRequestHandler):
+    """Answers every PUT 200 and records its headers (the request shape, nothing else)."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append({k.lower(): v for k, v in self.headers.items()})
+        self.send_response(200)
+        self.send_header("ETag", '"e"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        """Quiet."""
+
+
+@pytest.mark.parametrize("checksum", ["auto", "sha256"])
+def test_obstore_puts_are_unsigned_with_a_checksum_s3_verifies(
+    monkeypatch: pytest.MonkeyPatch, checksum: ChecksumName
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    options = S3Options(
+        endpoint_url=f"http://127.0.0.1:{server.server_port}", region="us-east-1",
+        addressing_style="path", engine="obstore", checksum=checksum, max_attempts=1,
+    )  # fmt: skip
+    config = Config(
+        spool_dirs=(Path("/s"),), destination=parse_destination("s3://bkt/"), s3=options
+    )
+    destination = make_destination(config)
+    try:
+        engine: PutEngine = destination.engine  # type: ignore[attr-defined]
+        engine.put(b"hello", PutSpec("k", "s3://bkt/k"))
+    finally:
+        destination.close()
+        server.shutdown()
+        server.server_close()
+    headers = _RecordingS3.seen[-1]
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    algorithm = "crc64nvme" if checksum == "auto" else "sha256"
+    assert headers[f"x-amz-checksum-{algorithm}"]
+
+
+# ------------------------------------------------------------------ multipart request shape
+
+
+def _config(seaweed: SeaweedServer, bucket: str, tmp_path: Path, engine: EngineName) -> Config:
+    options = S3Options(
+        multipart_threshold=5 * MiB, part_size=5 * MiB, addressing_style="path", engine=engine
+    )
+    destination = parse_destination(f"s3://{bucket}/m/")
+    return Config(spool_dirs=(tmp_path / "spool",), destination=destination, s3=options)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PartWatch:
+    """Records the headers of every UploadPart and the most parts in flight at once."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def before_send(self, request: Any, **_: Any) -> None:
+        with self._lock:
+            self.headers.append({k.lower(): _text(v) for k, v in request.headers.items()})
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+
+    def after_call(self, **_: Any) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def _watch(client: Any) -> PartWatch:
+    watch = PartWatch()
+    client.meta.events.register("before-send.s3.UploadPart", watch.before_send)
+    client.meta.events.register("after-call.s3.UploadPart", watch.after_call)
+    return watch
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_parts_are_sent_unsigned_with_a_checksum_s3_verifies(
+    seaweed: SeaweedServer,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    engine: EngineName,
+) -> None:
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    destination = make_destination(_config(seaweed, s3_bucket, tmp_path, engine))
+    watch = _watch(destination.client)  # type: ignore[attr-defined]
+    path = tmp_path / "big"
+    data = os.urandom(11 * MiB)
+    path.write_bytes(data)
+    source = open_source(path)
+    try:
+        result = destination.upload(source, "m/big", lambda _: None)
+    finally:
+        source.close()
+        destination.close()
+    assert len(watch.headers) == 3
+    for headers in watch.headers:
+        assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        assert headers["x-amz-checksum-crc32"]  # S3 checks every part against it
+    assert result.checksum is not None
+    assert result.checksum.startswith("CRC32:")
+    assert get_body(seaweed.client(), s3_bucket, "m/big") == data
+
+
+def test_parts_in_flight_over_all_files_stay_under_the_byte_cap(
+    seaweed: SeaweedServer,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three 20 MiB files at once, 5 MiB parts, the cap at 15 MiB: never more than 3 parts
+    (of 4 per file, 12 in all) on the server at once."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(s3, "MAX_PART_BYTES_IN_FLIGHT", 15 * MiB)
+    destination = make_destination(_config(seaweed, s3_bucket, tmp_path, "auto"))
+    watch = _watch(destination.client)  # type: ignore[attr-defined]
+    errors: list[BaseException] = []
+
+    def ship(name: str) -> None:
+        path = tmp_path / name
+        path.write_bytes(os.urandom(20 * MiB))
+        source = open_source(path)
+        try:
+            destination.upload(source, f"m/{name}", lambda _: None)
+        except BaseException as exc:  # handed to the main thread
+            errors.append(exc)
+        finally:
+            source.close()
+
+    threads = [threading.Thread(target=ship, args=(f"f{i}",)) for i in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        destination.close()
+    assert errors == []
+    assert len(watch.headers) == 12
+    assert 2 <= watch.most <= 3
