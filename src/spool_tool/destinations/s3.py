@@ -297,13 +297,20 @@ class S3Destination:
         return part
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
-        # On failure the journal still holds the id and the next run retries the abort.
-        with contextlib.suppress(SpoolToolError, BotoCoreError, ClientError):
-            self._call(
-                lambda: self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+        """Abort an upload that failed or was interrupted. After a signal the gate refuses new
+        requests (``cancel``), so the abort goes out once outside it: an interrupted upload is
+        aborted, never left open. On failure the next run retries it (orphan cleanup)."""
+
+        def send() -> object:
+            return self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
             )
+
+        with contextlib.suppress(SpoolToolError, BotoCoreError, ClientError):
+            if self._cancelled.is_set():
+                send()
+            else:
+                self._call(send)
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
