@@ -6,7 +6,6 @@ status; this module decides which listeners run and how.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
@@ -106,6 +105,8 @@ def _daemon(
     metrics: MetricsListener | None,
     writer: LogWriter,
 ) -> Summary:
+    import asyncio  # noqa: PLC0415 - only the daemon needs a loop of its own here
+
     from spool_tool.watch import HEARTBEAT_SECONDS, watch  # noqa: PLC0415
 
     server = None

@@ -36,6 +36,7 @@ from spool_tool.events import (
     ThrottleReport,
 )
 from spool_tool.job import DestinationFactory, Job
+from spool_tool.observe.logs import flush_all
 from spool_tool.runstate import RunState
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class Runner:
         # Listeners restore the terminal and flush; nothing else is waited for. The journal
         # holds every claim and open UploadId: the next run resumes or aborts them.
         self.bus.emit(ExitingNow(reason))
+        flush_all()
         os._exit(status)
 
     # -- cycles -------------------------------------------------------------------------------
@@ -216,6 +218,7 @@ def _gated(job: Job) -> GatedRequests | None:
 
 def _exit_at_once(signum: int, frame: object) -> None:
     del frame
+    flush_all()  # the log lines still queued
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

@@ -8,16 +8,25 @@ sequence or undecodable bytes reads the same in a text line, a JSON value, ``--s
 metrics (``\\n``, ``\\x1b``, ``\\xff``). In JSON these are the characters backslash, ``x``,
 ``f``, ``f``: the decoded value equals the text log's rendering, never a raw control character
 or a lone surrogate.
+
+Lines are queued and written together (one ``write`` for many lines: a write per file costs
+about as much as the rest of the line), at the latest ``FLUSH_SECONDS`` after the first queued
+one, at once for a warning, an error or the summary (which also write the lines before them, in
+order), and by ``flush_all`` at exit, including the ``os._exit`` paths of ``run``.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
+import time
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -53,6 +62,19 @@ class TextStream(Protocol):
 
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+FLUSH_SECONDS = 0.2  # a queued line reaches the stream at the latest this long after
+_LEVEL_NAMES = {level: logging.getLevelName(level) for level in (DEBUG, INFO, WARNING, ERROR)}
+_WRITERS: weakref.WeakSet[LogWriter] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Write every writer's queued lines: at exit, and before ``os._exit`` (no line is lost)."""
+    for writer in list(_WRITERS):
+        with contextlib.suppress(OSError, ValueError):
+            writer.flush()
+
+
+atexit.register(flush_all)
 
 
 def level_for(verbose: int, quiet: int) -> int:
@@ -87,8 +109,61 @@ class LogWriter:
     ) -> None:
         self.fmt = fmt
         self.level = level
-        self.stream: TextStream = stream if stream is not None else sys.stderr
+        self._stream: TextStream = stream if stream is not None else sys.stderr
         self.out = out if out is not None else sys.stdout
+        self._lock = threading.Lock()
+        self._queued: list[str] = []
+        self._timer: threading.Timer | None = None
+        self._stamp = (-1, "")  # (whole second, its text): one strftime per second
+        _WRITERS.add(self)
+
+    @property
+    def stream(self) -> TextStream:
+        return self._stream
+
+    @stream.setter
+    def stream(self, stream: TextStream) -> None:
+        self.flush()  # the lines queued so far belong to the old stream
+        self._stream = stream
+
+    def flush(self) -> None:
+        """Write the queued lines now."""
+        with self._lock:
+            self._write_queued()
+
+    def _write_queued(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._queued:
+            return
+        text, self._queued = "".join(self._queued), []
+        self._stream.write(text)
+        self._stream.flush()
+
+    def _flush_later(self) -> None:
+        # On the timer's thread: a stream that cannot be written is reported by the next
+        # synchronous write (a warning, the summary), never as a traceback from here.
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()
+
+    def _queue(self, line: str, *, at_once: bool) -> None:
+        with self._lock:
+            self._queued.append(line)
+            if at_once:
+                self._write_queued()
+            elif self._timer is None:
+                self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _text_stamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if self._stamp[0] != second:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._stamp = (second, text)
+        return self._stamp[1]
 
     def write(self, level: int, event: str, message: str, **fields: Any) -> None:
         if level < self.level:
@@ -103,10 +178,10 @@ class LogWriter:
             }
             line = json.dumps(record, ensure_ascii=False)
         else:
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            line = f"{stamp} {logging.getLevelName(level)} {display_name(message)}"
-        self.stream.write(line + "\n")
-        self.stream.flush()
+            name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+            line = f"{self._text_stamp()} {name} {display_name(message)}"
+        # A warning or an error, and the run's summary, also write the lines before them.
+        self._queue(line + "\n", at_once=level >= WARNING or event == "summary")
 
     def output(self, text: str) -> None:
         """One line of the command's own output (dry-run intentions), escaped like a log."""
@@ -178,7 +253,7 @@ class LogWriter:
                 level = INFO if normal else ERROR if signum is None else WARNING
                 self.write(level, "run_stopped", f"stopping: {reason}", signal=signum)
             case ExitingNow(reason=reason):
-                self.write(WARNING, "exiting", f"exiting now: {reason}")
+                self.write(WARNING, "exiting", f"exiting now: {reason}")  # written at once
                 self.out.flush()
             case DaemonIdle(spools=spools, seconds=seconds):
                 self.write(
