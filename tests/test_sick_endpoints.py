@@ -154,7 +154,9 @@ def test_crt_checksum_without_awscrt_is_refused_before_any_file_is_touched(
     before = snapshot(spool_dir)
     url = f"http://127.0.0.1:{free_port()}"
 
-    status = cli.main(["--checksum", algorithm, "--endpoint-url", url, str(spool_dir), "s3://bucket"])
+    status = cli.main(
+        ["--checksum", algorithm, "--endpoint-url", url, str(spool_dir), "s3://bucket"]
+    )
 
     assert status == 2
     assert "awscrt" in capsys.readouterr().err
