@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from spool_tool.config import S3Options
+from spool_tool.destinations.awsenv import static_aws
 from spool_tool.destinations.obstore_put import (
     Endpoint,
     endpoint_from_client,
@@ -78,3 +82,104 @@ def test_profile_endpoint_is_left_to_botocore(
     assert endpoint_without_client(session, options, "bucket") is None
     real = endpoint_from_client(make_client(session, options, pool_size=1))
     assert real.url == "http://127.0.0.1:9003"
+
+
+# -- keys and region without botocore (awsenv) ------------------------------------------------
+
+
+@pytest.fixture
+def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Point botocore at files that do not exist (as on a host with no ~/.aws)."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("env", "options"),
+    [
+        ({}, S3Options(endpoint_url="http://127.0.0.1:9000")),
+        ({}, S3Options(region="eu-west-1")),
+        ({"AWS_DEFAULT_REGION": "ap-south-1"}, S3Options()),
+        ({"AWS_DEFAULT_REGION": "ap-south-1"}, S3Options(region="eu-west-1")),
+        ({"AWS_SESSION_TOKEN": "TOK"}, S3Options(region="us-east-1")),
+        ({"AWS_SECURITY_TOKEN": "OLD", "AWS_SESSION_TOKEN": "NEW"}, S3Options(region="us-east-1")),
+        ({"AWS_CONFIG_FILE": os.devnull}, S3Options(region="us-east-1")),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9002"}, S3Options()),
+    ],
+)
+def test_environment_keys_agree_with_botocore(
+    monkeypatch: pytest.MonkeyPatch,
+    no_aws_files: Path,
+    env: dict[str, str],
+    options: S3Options,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    static = static_aws(options)
+    assert static is not None
+    session = make_session(options)
+    credentials = session.get_credentials()
+    assert credentials is not None
+    frozen = credentials.get_frozen_credentials()
+    assert (static.access_key, static.secret_key, static.token) == (
+        frozen.access_key,
+        frozen.secret_key,
+        frozen.token,
+    )
+    assert static.region == session.get_config_variable("region")
+    assert endpoint_without_client(static, options, "bucket") == endpoint_without_client(
+        session, options, "bucket"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "options", "config"),
+    [
+        ({}, S3Options(profile="p"), ""),
+        ({"AWS_PROFILE": "p"}, S3Options(), ""),
+        ({"AWS_CREDENTIAL_EXPIRATION": "2099-01-01T00:00:00Z"}, S3Options(), ""),
+        ({"AWS_SECRET_ACCESS_KEY": ""}, S3Options(), ""),
+        ({}, S3Options(), "[default]\nregion = eu-north-1\n"),
+    ],
+)
+def test_anything_else_is_left_to_botocore(
+    monkeypatch: pytest.MonkeyPatch,
+    no_aws_files: Path,
+    env: dict[str, str],
+    options: S3Options,
+    config: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if config:
+        (no_aws_files / "config").write_text(config)
+    assert static_aws(options) is None
+
+
+def test_region_in_the_credentials_file_is_left_to_botocore(no_aws_files: Path) -> None:
+    (no_aws_files / "credentials").write_text("[default]\nregion = eu-north-1\n")
+    options = S3Options()
+    assert static_aws(options) is None
+    assert make_session(options).get_config_variable("region") == "eu-north-1"
+
+
+def test_fast_path_start_imports_no_botocore(no_aws_files: Path) -> None:
+    """A run that sends single PUTs through obstore with keys from the environment builds its
+    destination without importing botocore (most of the start-up time; issue 10)."""
+    code = (
+        "import sys\n"
+        "from spool_tool.config import S3Options, parse_destination\n"
+        "from spool_tool.destinations.s3 import S3Destination\n"
+        "d = S3Destination(parse_destination('s3://bucket/p/'),"
+        " S3Options(endpoint_url='http://127.0.0.1:9'), concurrency=4)\n"
+        "assert d.engine.name == 'obstore'\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('botocore', 'awscrt'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

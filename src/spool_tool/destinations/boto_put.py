@@ -17,30 +17,24 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import botocore.config
-import botocore.session
-from botocore.compat import HAS_CRT
-from botocore.exceptions import BotoCoreError
-
-from spool_tool.destinations.boto_errors import (
-    BotoContext,
-    failure_of,
-    translate,
-    translate_preflight,
-)
 from spool_tool.destinations.engines import Confirmed, PutSpec, checksum_for
 from spool_tool.errors import ConfigError, SpoolToolError
 
 if TYPE_CHECKING:
+    import botocore.session
     from mypy_boto3_s3 import S3Client
 
     from spool_tool.config import S3Options
+    from spool_tool.destinations.boto_errors import BotoContext
     from spool_tool.destinations.gated import GatedRequests
 
 _T = TypeVar("_T")
 
 
 def make_client(session: botocore.session.Session, options: S3Options, pool_size: int) -> S3Client:
+    import botocore.config  # noqa: PLC0415 - botocore only where needed (start-up, issue 10)
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
     config = botocore.config.Config(
         # One attempt per call: destinations/gated.py retries, through the gate.
         retries={"mode": "standard", "total_max_attempts": 1},
@@ -60,42 +54,70 @@ def make_client(session: botocore.session.Session, options: S3Options, pool_size
 
 
 class BotoClient:
-    """The botocore client, created on first use; its requests retried through the
-    destination's gate (``call``), and the translation of its errors."""
+    """botocore's session and client, each created on first use (``make_session`` builds the
+    session: botocore is imported only when a request needs it, issue 10); its requests
+    retried through the destination's gate (``call``), and the translation of its errors."""
 
     def __init__(
         self,
-        session: botocore.session.Session,
+        make_session: Callable[[], botocore.session.Session],
         options: S3Options,
         pool_size: int,
         requests: GatedRequests,
     ) -> None:
-        self.session = session
+        self._make_session = make_session
         self.options = options
         self.pool_size = pool_size
         self.requests = requests
-        self.ctx = BotoContext(options.endpoint_url, options.connect_timeout, options.read_timeout)
+        self._ctx: BotoContext | None = None
+        self._session: botocore.session.Session | None = None
         self._client: S3Client | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # ``client`` builds the session under it
+
+    @property
+    def session(self) -> botocore.session.Session:
+        with self._lock:
+            if self._session is None:
+                self._session = self._make_session()
+            return self._session
 
     @property
     def client(self) -> S3Client:
         with self._lock:
             if self._client is None:
+                from spool_tool.destinations.boto_errors import BotoContext  # noqa: PLC0415
+
                 client = make_client(self.session, self.options, self.pool_size)
                 options = self.options
-                self.ctx = BotoContext(
+                self._ctx = BotoContext(
                     client.meta.endpoint_url, options.connect_timeout, options.read_timeout
                 )
                 self._client = client
             return self._client
 
+    @property
+    def ctx(self) -> BotoContext:
+        """Where errors say the requests went: the client's endpoint once it exists."""
+        with self._lock:
+            if self._ctx is None:
+                from spool_tool.destinations.boto_errors import BotoContext  # noqa: PLC0415
+
+                options = self.options
+                self._ctx = BotoContext(
+                    options.endpoint_url, options.connect_timeout, options.read_timeout
+                )
+            return self._ctx
+
     def call(self, send: Callable[[], _T], *, body: int = 0) -> _T:
         """One botocore request, retried through the gate (``gated.py``); raises what the last
         attempt raised, for the caller to translate."""
+        from spool_tool.destinations.boto_errors import failure_of  # noqa: PLC0415
+
         return self.requests.call(send, lambda exc: failure_of(exc, self.ctx), body=body)
 
     def translate(self, exc: Exception, uri: str) -> SpoolToolError:
+        from spool_tool.destinations.boto_errors import translate  # noqa: PLC0415
+
         return translate(exc, uri, self.ctx)
 
     def close(self) -> None:
@@ -160,6 +182,8 @@ class BotoEngine:
     def __init__(self, boto: BotoClient, options: S3Options, bucket: str) -> None:
         self.boto = boto
         self.bucket = bucket
+        from botocore.compat import HAS_CRT  # noqa: PLC0415 - the boto3 engine imports botocore
+
         self.algorithm = boto3_algorithm(checksum_for(options.checksum, "single"))
         if options.checksum == "auto" and not HAS_CRT:
             self.algorithm = "CRC32"  # CRC64NVME needs awscrt (a dependency) in botocore
@@ -171,6 +195,8 @@ class BotoEngine:
         try:
             self.boto.call(lambda: self.boto.client.get_object(Bucket=self.bucket, Key=key))
         except Exception as exc:
+            from spool_tool.destinations.boto_errors import translate_preflight  # noqa: PLC0415
+
             error = translate_preflight(exc, uri, self.boto.ctx)
             if error is not None:
                 raise error from exc

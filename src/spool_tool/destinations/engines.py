@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 from spool_tool.errors import ConfigError
 
 if TYPE_CHECKING:
-    import botocore.session
-
     from spool_tool.config import ChecksumName, EngineName, S3Options
+    from spool_tool.destinations.awsenv import StaticAws
     from spool_tool.destinations.boto_put import BotoClient
     from spool_tool.destinations.gated import GatedRequests
 
@@ -65,12 +64,13 @@ class PutEngine(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EngineContext:
-    """What every engine is built from: botocore's configuration chain and client."""
+    """What every engine is built from: the keys and region from the environment where
+    botocore could not answer otherwise (``awsenv``), else botocore's chain (``boto.session``)."""
 
-    session: botocore.session.Session
+    static: StaticAws | None
     options: S3Options
     bucket: str
-    boto: BotoClient  # the lazily created botocore client (multipart, HEAD, abort)
+    boto: BotoClient  # the lazily created botocore session and client (multipart, HEAD, abort)
     requests: GatedRequests  # the one retry loop, gate and bandwidth limit of the destination
 
 

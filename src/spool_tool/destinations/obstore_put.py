@@ -24,9 +24,10 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from spool_tool.destinations.awsenv import StaticAws
 from spool_tool.destinations.engines import Confirmed, PutSpec, checksum_for
 from spool_tool.destinations.s3errors import (
     S3Failure,
@@ -92,6 +93,14 @@ class BotoCredentials:
         }
 
 
+class Settings(Protocol):
+    """What endpoint resolution reads from botocore's session (``awsenv.StaticAws`` answers
+    the same two questions without botocore)."""
+
+    def get_scoped_config(self) -> dict[str, Any]: ...
+    def get_config_variable(self, logical_name: str) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where obstore sends requests: ``url`` None means AWS's own endpoint for ``region``."""
@@ -115,9 +124,7 @@ _CLIENT_ONLY_CONFIG = (
 )
 
 
-def endpoint_without_client(
-    session: botocore.session.Session, options: S3Options, bucket: str
-) -> Endpoint | None:
+def endpoint_without_client(session: Settings, options: S3Options, bucket: str) -> Endpoint | None:
     """Resolve the endpoint as botocore would, for the common cases only: an explicit
     ``--endpoint-url``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, or plain AWS. Anything
     subtler (profile endpoint settings, FIPS, dual-stack, dotted bucket names) returns None and
@@ -147,8 +154,13 @@ def endpoint_from_client(client: S3Client) -> Endpoint:
 
 
 def make_store(
-    session: botocore.session.Session, endpoint: Endpoint, bucket: str, options: S3Options
+    credentials: botocore.session.Session | StaticAws,
+    endpoint: Endpoint,
+    bucket: str,
+    options: S3Options,
 ) -> S3Store:
+    """The store; keys from the environment go into its configuration (no Python call per
+    request), anything else through ``BotoCredentials``, which follows refreshes."""
     from obstore.store import S3Store  # noqa: PLC0415 - optional fast path
 
     custom = endpoint.url is not None
@@ -183,12 +195,20 @@ def make_store(
         client_options["allow_http"] = True
     # Retries are the destination's (gated.py: seen, paced by the gate, bounded): none here.
     retry_config: RetryConfig = {"max_retries": 0}
+    if isinstance(credentials, StaticAws):
+        config["access_key_id"] = credentials.access_key
+        config["secret_access_key"] = credentials.secret_key
+        if credentials.token is not None:
+            config["session_token"] = credentials.token
+        return S3Store(
+            bucket, config=config, client_options=client_options, retry_config=retry_config
+        )
     return S3Store(
         bucket,
         config=config,
         client_options=client_options,
         retry_config=retry_config,
-        credential_provider=BotoCredentials(session),
+        credential_provider=BotoCredentials(credentials),
     )
 
 
@@ -220,13 +240,16 @@ class ObstoreEngine:
 
     @classmethod
     def build(cls, context: EngineContext) -> ObstoreEngine:
-        """The store for ``context``'s bucket, endpoint resolved as botocore would."""
-        options, session = context.options, context.session
+        """The store for ``context``'s bucket, endpoint resolved as botocore would; with keys
+        from the environment (``context.static``) botocore is not asked, or imported."""
+        options, static = context.options, context.static
         try:
-            endpoint = endpoint_without_client(session, options, context.bucket)
+            settings = static if static is not None else context.boto.session
+            endpoint = endpoint_without_client(settings, options, context.bucket)
             if endpoint is None:
                 endpoint = endpoint_from_client(context.boto.client)
-            store = make_store(session, endpoint, context.bucket, options)
+            credentials = static if static is not None else context.boto.session
+            store = make_store(credentials, endpoint, context.bucket, options)
         except SpoolToolError:
             raise
         except Exception as exc:

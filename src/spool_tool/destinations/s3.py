@@ -16,11 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import botocore.session
-from botocore.compat import HAS_CRT
-from botocore.exceptions import BotoCoreError, ClientError, ConfigParseError, ProfileNotFound
-
 from spool_tool.budget import ByteBudget
+from spool_tool.destinations.awsenv import static_aws
 from spool_tool.destinations.base import (
     NO_HEADERS,
     ObjectHeaders,
@@ -44,6 +41,8 @@ from spool_tool.display import display_name
 from spool_tool.errors import ConfigError, FileError, RetryableError, SpoolToolError
 
 if TYPE_CHECKING:
+    import botocore.session
+    from botocore.exceptions import ConfigParseError
     from mypy_boto3_s3 import S3Client
 
     from spool_tool.config import DestinationURI, S3Options
@@ -68,6 +67,9 @@ def parts_in_flight(part_size: int) -> int:
 def make_session(options: S3Options) -> botocore.session.Session:
     """boto3's own credential and configuration chain (boto3.Session wraps exactly this),
     without importing boto3 and s3transfer, which costs ~0.1 s per run (BENCHMARKS.md)."""
+    import botocore.session  # noqa: PLC0415 - botocore only where needed (start-up, issue 10)
+    from botocore.exceptions import ConfigParseError, ProfileNotFound  # noqa: PLC0415
+
     try:
         session = botocore.session.Session(profile=options.profile)
         if options.region:
@@ -95,7 +97,11 @@ def _config_parse_reason(exc: ConfigParseError) -> str:
 def check_checksum_support(options: S3Options) -> None:
     """Refuse, before any file is touched, a checksum botocore cannot compute here (botocore
     sends every multipart upload, whichever engine sends the single PUTs)."""
-    if options.checksum in CRT_CHECKSUMS and not HAS_CRT:
+    if options.checksum not in CRT_CHECKSUMS:
+        return
+    from botocore.compat import HAS_CRT  # noqa: PLC0415 - imports awscrt: only when it matters
+
+    if not HAS_CRT:
         raise ConfigError(
             f"--checksum {options.checksum} needs the awscrt package on the boto3 path "
             "(pip install awscrt)"
@@ -112,7 +118,10 @@ class S3Destination:
         self.options = options
         self.bucket = uri.bucket
         check_checksum_support(options)
-        self.session = make_session(options)
+        # Keys and region from the environment where botocore could not answer otherwise (no
+        # botocore import on the obstore fast path); else botocore's session now, so that a bad
+        # --profile or config file fails before any file moves.
+        static = static_aws(options) if options.engine != "boto3" else None
         in_flight = parts_in_flight(options.part_size)
         self.requests = GatedRequests(
             concurrency,
@@ -121,14 +130,23 @@ class S3Destination:
             adaptive=options.concurrency_mode == "adaptive",
         )  # the runner sets requests.limiter (--bwlimit: one for the whole run)
         self._cancelled = self.requests.stop
-        self.boto = BotoClient(self.session, options, concurrency + in_flight, self.requests)
+        self.boto = BotoClient(
+            lambda: make_session(options), options, concurrency + in_flight, self.requests
+        )
+        if static is None:
+            self.boto.session  # noqa: B018 - built now: its errors before any file is touched
         self._parts = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="s3-part")
         self._algorithm = boto3_algorithm(checksum_for(options.checksum, "part"))
         self._preflight_passed = False
         self._object_args = object_args(options)
         self.budget = ByteBudget()  # file data in memory at once, over all uploads
-        context = EngineContext(self.session, options, self.bucket, self.boto, self.requests)
+        context = EngineContext(static, options, self.bucket, self.boto, self.requests)
         self.engine: PutEngine = choose_engine(options).build(context)
+
+    @property
+    def session(self) -> botocore.session.Session:
+        """botocore's session, built on first use when the environment gave the keys."""
+        return self.boto.session
 
     @property
     def client(self) -> S3Client:
@@ -301,6 +319,8 @@ class S3Destination:
         requests (``cancel``), so the abort goes out once outside it: an interrupted upload is
         aborted, never left open. On failure the next run retries it (orphan cleanup)."""
 
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
         def send() -> object:
             return self.client.abort_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id
@@ -313,6 +333,8 @@ class S3Destination:
                 self._call(send)
 
     def abort_upload(self, key: str, upload_id: str) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415 - botocore sends it anyway
+
         try:
             self._call(
                 lambda: self.client.abort_multipart_upload(
@@ -327,6 +349,8 @@ class S3Destination:
             raise self._translate(exc, self.uri.uri_for(key)) from exc
 
     def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415 - botocore sends it anyway
+
         try:
             response = self._call(
                 lambda: self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
