@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 from spool_tool.events import (
     BytesSent,
@@ -58,13 +58,14 @@ def _black_hole_env(hole: SickEndpoint) -> dict[str, str]:
     }
 
 
-def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
-    spool_dir: Path,
-) -> None:
-    make_files(spool_dir / "new", 3)
-    with SickEndpoint("silent") as hole:
+def _sigterm_once_reached(
+    behaviour: Literal["silent", "hang-put"], argv: list[str]
+) -> tuple[int, str, float]:
+    """Run ``argv`` against a sick endpoint, SIGTERM it once the endpoint was reached; return
+    (exit status, stderr, seconds from the signal to the exit)."""
+    with SickEndpoint(behaviour) as hole:
         proc = subprocess.Popen(
-            [*SPOOL_TOOL, str(spool_dir), "s3://bucket/p/"],
+            argv,
             env=_black_hole_env(hole),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -75,12 +76,21 @@ def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=30)
-            took = time.monotonic() - sent
+            return proc.returncode, stderr, time.monotonic() - sent
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+
+
+def test_sigterm_ends_a_run_stuck_on_a_silent_endpoint_within_the_grace_period(
+    spool_dir: Path,
+) -> None:
+    make_files(spool_dir / "new", 3)
+    status, stderr, took = _sigterm_once_reached(
+        "silent", [*SPOOL_TOOL, str(spool_dir), "s3://bucket/p/"]
+    )
+    assert status == 128 + signal.SIGTERM, stderr
     assert took < 10, took  # nothing was in flight: the 2 s idle grace, not the 30 s one
     assert "Traceback" not in stderr
     assert "received SIGTERM" in stderr
@@ -96,37 +106,13 @@ def test_sigterm_abandons_uploads_in_flight_when_the_grace_period_ends(spool_dir
     """The uploads in flight get the grace period (1.5 s here, 30 s by default), then the
     process leaves with one line; the files stay in new/ with their keys journaled."""
     make_files(spool_dir / "new", 2)
-    with SickEndpoint("hang-put") as hole:
-        code = (
-            "import sys, spool_tool.run as r; r.STOP_GRACE_SECONDS = 1.5; "
-            "from spool_tool.cli import main; sys.exit(main(sys.argv[1:]))"
-        )
-        proc = subprocess.Popen(
-            [
-                SPOOL_TOOL[0],
-                "-c",
-                code,
-                "--addressing-style",
-                "path",
-                str(spool_dir),
-                "s3://bucket/",
-            ],
-            env=_black_hole_env(hole),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert hole.reached.wait(30), "no PUT reached the endpoint"
-            sent = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            _, stderr = proc.communicate(timeout=30)
-            took = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    code = (
+        "import sys, spool_tool.run as r; r.STOP_GRACE_SECONDS = 1.5; "
+        "from spool_tool.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = [SPOOL_TOOL[0], "-c", code, "--addressing-style", "path", str(spool_dir), "s3://bucket/"]
+    status, stderr, took = _sigterm_once_reached("hang-put", argv)
+    assert status == 128 + signal.SIGTERM, stderr
     assert 1.4 <= took < 10, took
     assert "Traceback" not in stderr
     assert "exiting now: the uploads in flight did not finish within 1.5 s" in stderr
