@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from spool_tool.cleanup import Head, _Deleter, _mismatch, _open_dir
 from spool_tool.events import DeleteFailed
+from spool_tool.scan import SCAN_WINDOW
 from spool_tool.spoolfs import regular_entries
 
 if TYPE_CHECKING:
@@ -31,9 +32,9 @@ if TYPE_CHECKING:
     from spool_tool.spoolfs import SpoolFS
 
 StatVFS = Callable[["int | Path"], os.statvfs_result]
-# Oldest files taken per pass over completed/: memory stays bounded for any directory size;
-# another pass follows only when all of them were deleted and the disk is still short.
-WINDOW = 8192
+# A pass over completed/ takes the oldest SCAN_WINDOW files (the scan's window: memory stays
+# bounded for any directory size); another pass follows only when all of them were deleted
+# and the disk is still short.
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ def delete_for_space(
         mark = min_free.watermark(space.total)
         freed_in_dry_run = 0
         while space.free + freed_in_dry_run < mark:
-            window = _oldest(dir_fd, WINDOW)
+            window = _oldest(dir_fd, SCAN_WINDOW)
             kept = 0
             for _, name, blocks in window:
                 if space.free + freed_in_dry_run >= mark:
@@ -108,7 +109,7 @@ def delete_for_space(
                     freed_in_dry_run += blocks if fs.dry_run else 0
                 space = free_space(dir_fd, statvfs)
             else:
-                if len(window) < WINDOW or kept == len(window) or fs.dry_run:
+                if len(window) < SCAN_WINDOW or kept == len(window) or fs.dry_run:
                     short = space.free + freed_in_dry_run < mark
                     return SpaceReport(space, mark, len(deleter.deleted), short)
         return SpaceReport(space, mark, len(deleter.deleted))
