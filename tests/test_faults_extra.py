@@ -218,14 +218,16 @@ def test_watch_backs_off_under_sustained_throttling_then_ships_once_s3_recovers(
         wait_for(lambda: not any((spool_dir / "new").iterdir()), 6, "not shipped after backoff")
         recovered_after = time.monotonic() - backoff_started
         assert recovered_after >= 4.5, "retried before the backoff ran out"
-        first_keys = journaled_keys_from_failures(daemon.matching("ERROR failed "), s3_bucket)
-        for line in daemon.matching(" uploaded "):
-            uri = line.split(" -> ", 1)[1].split(" (", 1)[0]
-            key = uri.removeprefix(f"s3://{s3_bucket}/")
-            first_keys.setdefault(key.rsplit("/", 1)[-1], key)
         code = daemon.stop(signal.SIGTERM)
     finally:
         daemon.close()
+    # Read the log only once the daemon has exited: info lines are written in batches (up to
+    # 0.2 s late), so an " uploaded " line can still be buffered when new/ is already empty.
+    first_keys = journaled_keys_from_failures(daemon.matching("ERROR failed "), s3_bucket)
+    for line in daemon.matching(" uploaded "):
+        uri = line.split(" -> ", 1)[1].split(" (", 1)[0]
+        key = uri.removeprefix(f"s3://{s3_bucket}/")
+        first_keys.setdefault(key.rsplit("/", 1)[-1], key)
     assert code == 0, daemon.stderr  # a signal is how a daemon stops, failed cycles or not
     assert daemon.matching("received SIGTERM"), daemon.stderr
     assert "Traceback" not in daemon.stderr
