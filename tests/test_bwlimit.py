@@ -1,24 +1,22 @@
-"""--bwlimit: size parsing, the shared token bucket, paced bodies, cancellation."""
+"""--bwlimit: size parsing, the shared token bucket, bodies charged whole, cancellation."""
 
 from __future__ import annotations
 
 import heapq
-import io
 import threading
 import time
 
 import pytest
 
 from spool_tool.bwlimit import (
-    CHUNK,
     BandwidthCancelledError,
     BandwidthLimiter,
-    PacedReader,
     parse_rate,
 )
 from spool_tool.sizes import to_bytes
 
 MIB = 1 << 20
+CHUNK = 256 * 1024  # a greedy reader's unit in the simulations
 
 
 class Clock:
@@ -138,7 +136,7 @@ def test_bodies_charged_whole_keep_every_ten_second_window_within_ten_percent(
     workers: int, body: int
 ) -> None:
     rate = 20 * MIB
-    assert body <= BandwidthLimiter(rate).whole_body_limit
+    assert body <= rate  # at most one second of the rate: one body is <= 10% of a window
     assert _worst_window(_simulate(rate, workers, body, whole=True), rate) <= 0.10
 
 
@@ -165,51 +163,40 @@ def test_an_idle_spell_earns_at_most_one_burst() -> None:
     assert released <= 1.03 * rate * 10
 
 
-def test_paced_reader_charges_what_it_returns() -> None:
-    clock = Clock()
-    limiter = BandwidthLimiter(1 << 40, clock=clock)  # fast: no sleeping
-    body = PacedReader(io.BytesIO(b"x" * (CHUNK * 3 + 5)), limiter)
-    assert len(body.read(10)) == 10
-    assert len(body.read()) == CHUNK  # never more than one chunk per read
-    assert len(body.readall()) == CHUNK * 2 - 5
-    assert body.read() == b""
-    assert limiter.consumed == CHUNK * 3 + 5
-
-
-def test_cancel_interrupts_a_paced_read() -> None:
-    limiter = BandwidthLimiter(1024)  # 1 KiB/s: a 64 KiB read would take a minute
+def test_cancel_interrupts_a_waiting_consume() -> None:
+    limiter = BandwidthLimiter(1024)  # 1 KiB/s: 64 KiB would take a minute
     errors: list[BaseException] = []
 
-    def read() -> None:
+    def send() -> None:
         try:
-            PacedReader(io.BytesIO(b"y" * 65536), limiter).read()
+            limiter.consume(65536)
         except BandwidthCancelledError as exc:
             errors.append(exc)
 
-    reader = threading.Thread(target=read)
-    reader.start()
+    sender = threading.Thread(target=send)
+    sender.start()
     time.sleep(0.05)
     started = time.monotonic()
     limiter.cancel()
-    reader.join(timeout=5.0)
+    sender.join(timeout=5.0)
     assert time.monotonic() - started < 1.0
     assert len(errors) == 1
     with pytest.raises(BandwidthCancelledError):
         limiter.consume(1)
 
 
-def test_real_time_rate_with_shared_streaming_readers() -> None:
-    """8 threads stream bodies through one 8 MiB/s bucket for ~1.5 s of real time."""
+def test_real_time_rate_with_concurrent_whole_bodies() -> None:
+    """8 threads send 256 KiB bodies through one 8 MiB/s bucket for ~1.5 s of real time."""
     rate = 8 * MIB
     limiter = BandwidthLimiter(rate)
-    bodies = [PacedReader(io.BytesIO(bytes(4 * MIB)), limiter) for _ in range(8)]
     done = [0] * 8
     started = time.monotonic()
     stop_at = started + 1.5
 
     def work(index: int) -> None:
         while time.monotonic() < stop_at:
-            done[index] += len(bodies[index].read(CHUNK))
+            limiter.consume(CHUNK)
+            done[index] += CHUNK
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for thread in threads:

@@ -1,17 +1,11 @@
 """``--bwlimit RATE``: one token bucket, in bytes per second, shared by every upload.
 
-Where bytes are charged decides whether 10-second windows stay near the rate:
-
-* **A body read whole, then sent** (obstore single PUTs, botocore with ``bytes``): charge the
-  whole body *once, before reading it* (``consume(len)``). Reservations are served in order,
-  so bodies leave one after another at the rate, and a window is off by at most one body.
-  Charging such bodies chunk by chunk as 64 workers read them would release 64 bodies at
-  nearly the same moment: 16 MiB bodies at 20 MiB/s put 4x the rate into one window
-  (``tests/test_bwlimit.py`` simulates both). A body counts as "small" up to
-  ``whole_body_limit`` (one second of the rate: at most 10% of a 10 s window).
-* **A body the client library streams to the socket as it reads it** (botocore given a
-  file-like body and a precomputed checksum, so it reads the body once per attempt): wrap it
-  in ``PacedReader``, which charges each chunk as it is read. Larger bodies go this way.
+Every request body (a single PUT or one multipart part) is charged whole, *once, before it
+is sent* (``consume(len)``, in ``destinations/gated.py``). Reservations are served in order, so
+bodies leave one after another at the rate and a 10-second window is off by at most one body:
+within 10% while a body is at most one second of the rate (``tests/test_bwlimit.py`` simulates
+it). Charging bodies chunk by chunk as 64 workers read them would instead release 64 bodies at
+nearly the same moment: 16 MiB bodies at 20 MiB/s put 4x the rate into one window.
 
 A retry that sends a body again is charged again.
 
@@ -27,14 +21,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from spool_tool.sizes import to_bytes
 
 BURST_SECONDS = 0.2
-WHOLE_BODY_SECONDS = 1.0  # a body charged at once is off by at most this much of the rate
 MIN_BURST = 64 * 1024
-CHUNK = 256 * 1024  # bytes charged (and read) at a time
 MIN_RATE = 1024  # below 1 KiB/s a single part would take hours: surely a typo
 
 
@@ -71,12 +62,6 @@ class BandwidthLimiter:
         self._cond = threading.Condition()
         self._cancelled = False
         self.consumed = 0  # bytes charged so far
-
-    @property
-    def whole_body_limit(self) -> int:
-        """Bodies up to this size are charged whole before reading; larger ones are streamed
-        through a ``PacedReader``."""
-        return int(self.rate * WHOLE_BODY_SECONDS)
 
     def reserve(self, n: int) -> float:
         """Charge ``n`` bytes now; return the seconds the caller must wait before sending them
@@ -117,31 +102,3 @@ class BandwidthLimiter:
         with self._cond:
             self._cancelled = True
             self._cond.notify_all()
-
-
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class PacedReader:
-    """A file-like body whose reads are paced by a ``BandwidthLimiter``.
-
-    ``read(n)`` returns at most ``CHUNK`` bytes and charges what it returns before returning
-    it. Only for a body the client reads once per attempt, as it sends it (see above)."""
-
-    def __init__(self, raw: _Readable, limiter: BandwidthLimiter) -> None:
-        self._raw = raw
-        self._limiter = limiter
-
-    def read(self, size: int = -1, /) -> bytes:
-        want = CHUNK if size < 0 else min(size, CHUNK)
-        data = self._raw.read(want)
-        if data:
-            self._limiter.consume(len(data))
-        return data
-
-    def readall(self) -> bytes:
-        chunks = []
-        while chunk := self.read(CHUNK):
-            chunks.append(chunk)
-        return b"".join(chunks)
