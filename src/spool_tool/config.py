@@ -171,6 +171,7 @@ class Config:
     s3: S3Options = field(default_factory=S3Options)
     verify_before_delete: bool = False
     hostname: str = ""  # the {hostname} token; "" means this machine's short name
+    manifest: KeyTemplate | None = None  # --manifest: key template of the upload manifests
     min_free: MinFree | None = None  # disk-pressure retention in cleanup (diskspace.py)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

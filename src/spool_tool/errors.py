@@ -115,6 +115,10 @@ class FileError(SpoolToolError):
     """A per-file, non-transient failure: report it and leave the file where it is."""
 
 
+class ObjectExistsError(FileError):
+    """``--no-clobber``: S3 answered 412, an object is already at the key."""
+
+
 class RetryableError(SpoolToolError):
     """A transient failure that outlasted the retries; the next run tries again."""
 

@@ -81,6 +81,37 @@ class WouldUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class ManifestWritten:
+    """A spool's upload manifest (``--manifest``) reached S3, listing ``entries`` objects."""
+
+    spool_dir: Path
+    uri: str
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFailed:
+    """A manifest's PUT failed; its ``entries`` stay in the journal for the next run, which
+    sends the same manifest (same key, same entries) again."""
+
+    spool_dir: Path
+    uri: str
+    entries: int
+    kind: ErrorKind
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class WouldWriteManifest:
+    """A dry run: a manifest of ``entries`` objects would be written (``uri``: an example)."""
+
+    spool_dir: Path
+    uri: str
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
 class FileDeleted:
     path: Path
     dry_run: bool = False
@@ -198,6 +229,8 @@ class Counts:
     would_upload: int = 0
     would_delete: int = 0
     throttled: int = 0  # S3 requests answered with a throttling error (503 SlowDown...)
+    manifests: int = 0  # --manifest: manifests written
+    manifest_failed: int = 0  # manifests whose PUT failed (their entries wait for the next run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +244,8 @@ class Summary(Counts):
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.delete_failed or self.spools_failed or self.stop)
+        failed = self.failed or self.delete_failed or self.spools_failed or self.manifest_failed
+        return not (failed or self.stop)
 
     @property
     def stopped(self) -> str | None:
@@ -226,7 +260,8 @@ class Summary(Counts):
         """Anything to report: a file shipped, failed or deleted, a spool failed, a stop."""
         counts = (self.uploaded, self.failed, self.deleted, self.delete_failed)
         extra = (self.spools_failed, self.would_upload, self.would_delete)
-        return any(counts) or any(extra) or self.stop is not None
+        manifests = (self.manifests, self.manifest_failed)
+        return any(counts) or any(extra) or any(manifests) or self.stop is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +282,9 @@ Event = (
     | FileMoved
     | FileFailed
     | WouldUpload
+    | ManifestWritten
+    | ManifestFailed
+    | WouldWriteManifest
     | FileDeleted
     | DeleteFailed
     | FilesFound

@@ -29,9 +29,11 @@ from spool_tool.events import (
     SpoolSkipped,
     SpoolStarted,
     WouldUpload,
+    WouldWriteManifest,
 )
 from spool_tool.journal import Journal, SpoolBusyError
 from spool_tool.keys import normalise_spool_dir
+from spool_tool.manifest import Listing, ManifestWriter, example_uri
 from spool_tool.pipeline import SpoolUploader, key_for, recover_killed_run
 from spool_tool.scan import Candidate, iter_eligible
 from spool_tool.spoolfs import COMPLETED, NEW, SpoolFS
@@ -198,11 +200,13 @@ def _upload_spool(
     if candidates is None:
         return
     first = next(candidates, None)
-    if first is None and not journal.claims:
+    listing = Listing.of(config, spool)
+    unlisted = listing is not None and journal.unlisted() > 0  # a killed or failed manifest
+    if first is None and not journal.claims and not unlisted:
         return
     try:
         destination.preflight()  # once per destination: a missing bucket stops here
-        recover_killed_run(journal, destination, spool / NEW)
+        recover_killed_run(journal, destination, spool / NEW, listing)
     except FatalError as exc:
         if state.request_stop(str(exc)):
             bus.emit(RunStopped(str(exc)))
@@ -210,6 +214,8 @@ def _upload_spool(
     if first is not None:
         uploader = SpoolUploader(spool, journal, destination, config, bus, state, fs)
         uploader.run(itertools.chain([first], candidates))
+    if listing is not None and not state.stopping:  # a stopped run's entries: the next run's
+        ManifestWriter(spool, journal, destination, config, bus).write()
 
 
 def _eligible(config: Config, spool: Path, bus: EventBus, now: float) -> Iterator[Candidate] | None:
@@ -243,6 +249,7 @@ def _list_would_upload(config: Config, spool: Path, bus: EventBus) -> None:
         bus.emit(SpoolSkipped(spool, str(exc), True))
         return
     token = normalise_spool_dir(str(spool))
+    listed = 0 if journal is None else journal.unlisted()
     try:
         for candidate in candidates:
             claim = journal.get(candidate.name) if journal else None
@@ -255,6 +262,9 @@ def _list_would_upload(config: Config, spool: Path, bus: EventBus) -> None:
                     bus.emit(EntrySkipped(candidate.path, f"would fail: {exc}", warning=True))
                     continue
             bus.emit(WouldUpload(candidate.path, config.destination.uri_for(key)))
+            listed += 1
+        if listed and Listing.of(config, spool) is not None:
+            bus.emit(WouldWriteManifest(spool, example_uri(config, spool), listed))
     finally:
         if journal is not None:
             journal.close()

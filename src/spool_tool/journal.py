@@ -12,6 +12,12 @@ Lives in ``SPOOL_DIR/.spool_tool/`` as an SQLite database (WAL mode) plus a lock
   rerun only moves it when it is unchanged.
 * **Ledger**: one row per completed file (name in ``completed/``, key, size, ETag, checksum),
   removed when cleanup deletes the file; used by ``--verify-before-delete`` and ``--status``.
+* **Outbox and manifests** (``--manifest``, ``manifest.py``): a completed file is queued in the
+  outbox in the same transaction that records its completion, so an uploaded file is listed
+  whatever kill follows. A manifest is *claimed* (its key fixed, its entries assigned to it) in
+  one transaction before its PUT, and *written* (its row and its entries deleted) in one after:
+  a rerun re-PUTs a claimed manifest to the same key with the same entries, so no entry is in
+  two manifests and none is lost.
 """
 
 from __future__ import annotations
@@ -53,6 +59,26 @@ CREATE TABLE IF NOT EXISTS ledger (
     checksum    TEXT,
     uploaded_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (   -- uploaded, not yet in a written manifest (--manifest)
+    id              INTEGER PRIMARY KEY,  -- completion order: the order of a manifest's lines
+    manifest        INTEGER,              -- manifests.id once claimed into one; NULL: pending
+    bucket          TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    size            INTEGER,              -- NULL: not known (see manifest.py, recovered files)
+    etag            TEXT,
+    checksum        TEXT,
+    source          BLOB NOT NULL,        -- os.fsencode(the claim's name: relative to new/)
+    source_mtime_ns INTEGER,
+    uploaded_at_ns  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_manifest ON outbox (manifest);
+CREATE TABLE IF NOT EXISTS manifests (    -- claimed manifests, deleted once written
+    id         INTEGER PRIMARY KEY,
+    key        TEXT NOT NULL,             -- rendered once, at the claim; every retry PUTs it
+    hostname   TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    upload_id  TEXT                       -- open multipart upload of a large manifest
+);
 """
 
 
@@ -84,6 +110,41 @@ class Completion:
     size: int
     etag: str | None
     checksum: str | None
+    source_mtime_ns: int | None = None  # the file's mtime as uploaded (manifest entries)
+    uploaded_at_ns: int | None = None  # when it reached completed/ (None: the commit's time)
+
+    def entry(self, bucket: str, now_ns: int) -> OutboxEntry:
+        """Its manifest entry, for an object in ``bucket``."""
+        at = self.uploaded_at_ns if self.uploaded_at_ns is not None else now_ns
+        return OutboxEntry(
+            bucket, self.key, self.size, self.etag, self.checksum, self.new_name,
+            self.source_mtime_ns, at,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One line of a manifest: an object uploaded and not yet listed in a written manifest."""
+
+    bucket: str
+    key: str
+    size: int | None
+    etag: str | None
+    checksum: str | None
+    source: str
+    source_mtime_ns: int | None
+    uploaded_at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestClaim:
+    """A manifest whose key and entries are fixed (committed before its PUT)."""
+
+    id: int
+    key: str
+    hostname: str
+    entries: int
+    upload_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +176,18 @@ def journal_error(path: Path, exc: sqlite3.Error) -> FatalError:
             "run again: a fresh journal is started (README: Recovering a damaged journal)"
         )
     return FatalError(f"{path}: cannot use the journal: {exc}")
+
+
+def _queue(db: sqlite3.Connection, entries: Iterable[OutboxEntry]) -> None:
+    db.executemany(
+        "INSERT INTO outbox (bucket, key, size, etag, checksum, source, source_mtime_ns, "
+        "uploaded_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.bucket, e.key, e.size, e.etag, e.checksum, _enc(e.source), e.source_mtime_ns,
+             e.uploaded_at_ns)
+            for e in entries
+        ],
+    )  # fmt: skip
 
 
 def _enc(name: str) -> bytes:
@@ -305,9 +378,10 @@ class Journal:
                 upload_id=None,
             )
 
-    def complete(self, done: Iterable[Completion]) -> None:
+    def complete(self, done: Iterable[Completion], *, manifest_bucket: str | None = None) -> None:
         """Files are in ``completed/`` (and the directories fsynced): drop their claims and
-        record them in the ledger, in one transaction."""
+        record them in the ledger, in one transaction; with ``manifest_bucket``
+        (``--manifest``), queue them in the outbox in the same transaction."""
         batch = list(done)
         if not batch:
             return
@@ -321,8 +395,102 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(_enc(c.completed_name), c.key, c.size, c.etag, c.checksum, now) for c in batch],
             )
+            if manifest_bucket is not None:
+                _queue(db, (c.entry(manifest_bucket, int(now * 1e9)) for c in batch))
         for c in batch:
             self._claims.pop(c.new_name, None)
+
+    def list_recovered(self, entries: Iterable[OutboxEntry]) -> None:
+        """Files a killed run moved to ``completed/`` before committing their completion: drop
+        their claims (named by ``source``) and queue them in the outbox, in one transaction.
+        The ledger is left as a killed run leaves it (no row: what S3 confirmed is not fully
+        known)."""
+        batch = list(entries)
+        if not batch:
+            return
+        with self._transaction() as db:
+            db.executemany("DELETE FROM claims WHERE name = ?", [(_enc(e.source),) for e in batch])
+            _queue(db, batch)
+        for e in batch:
+            self._claims.pop(e.source, None)
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    def pending_entries(self) -> int:
+        """Outbox entries not yet claimed into a manifest (0 for a journal from before them)."""
+        with self._mutex:
+            try:
+                row = self._db.execute(
+                    "SELECT count(*) FROM outbox WHERE manifest IS NULL"
+                ).fetchone()
+            except sqlite3.OperationalError:  # a read-only journal without the table
+                return 0
+        return int(row[0])
+
+    def unlisted(self) -> int:
+        """Outbox entries not in a written manifest: pending or claimed (0 for a journal from
+        before manifests)."""
+        with self._mutex:
+            try:
+                row = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+            except sqlite3.OperationalError:  # a read-only journal without the table
+                return 0
+        return int(row[0])
+
+    def claimed_manifests(self) -> list[ManifestClaim]:
+        """Manifests claimed by an earlier run and not written (killed, or the PUT failed)."""
+        with self._mutex, self._guard():
+            rows = self._db.execute(
+                "SELECT m.id, m.key, m.hostname, count(o.id), m.upload_id FROM manifests m "
+                "LEFT JOIN outbox o ON o.manifest = m.id GROUP BY m.id ORDER BY m.id"
+            ).fetchall()
+        return [ManifestClaim(*row) for row in rows]
+
+    def claim_manifest(self, key: str, hostname: str) -> ManifestClaim | None:
+        """Fix a new manifest's key and assign it every pending entry, in one transaction;
+        None when nothing is pending."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO manifests (key, hostname, claimed_at) VALUES (?, ?, ?)",
+                (key, hostname, time.time()),
+            )
+            manifest_id = cursor.lastrowid
+            assigned = db.execute(
+                "UPDATE outbox SET manifest = ? WHERE manifest IS NULL", (manifest_id,)
+            ).rowcount
+            if not assigned:
+                db.execute("DELETE FROM manifests WHERE id = ?", (manifest_id,))
+        if not assigned or manifest_id is None:
+            return None
+        return ManifestClaim(manifest_id, key, hostname, assigned)
+
+    def manifest_entries(self, manifest_id: int, chunk: int = 1000) -> Iterator[OutboxEntry]:
+        """A claimed manifest's entries in completion order, read ``chunk`` rows at a time."""
+        last = 0
+        while True:
+            with self._mutex, self._guard():
+                rows = self._db.execute(
+                    "SELECT id, bucket, key, size, etag, checksum, source, source_mtime_ns, "
+                    "uploaded_at_ns FROM outbox WHERE manifest = ? AND id > ? ORDER BY id "
+                    "LIMIT ?",
+                    (manifest_id, last, chunk),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                last = row[0]
+                bucket, key, size, etag, checksum, source, mtime_ns, at_ns = row[1:]
+                yield OutboxEntry(bucket, key, size, etag, checksum, _dec(source), mtime_ns, at_ns)
+
+    def set_manifest_upload_id(self, manifest_id: int, upload_id: str | None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE manifests SET upload_id = ? WHERE id = ?", (upload_id, manifest_id))
+
+    def manifest_written(self, manifest_id: int) -> None:
+        """The manifest's PUT succeeded: its entries are listed; forget both at once."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM outbox WHERE manifest = ?", (manifest_id,))
+            db.execute("DELETE FROM manifests WHERE id = ?", (manifest_id,))
 
     # -- ledger -------------------------------------------------------------------------------
 

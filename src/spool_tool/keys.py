@@ -24,6 +24,8 @@ TIME_TOKENS = tuple(f"{kind}_{part}" for kind in ("m", "c") for part in _TIME_PA
 TOKENS: tuple[str, ...] = (
     *TIME_TOKENS, "uuid1", "uuid4", "fname", "now", "spool_dir", "hostname", "fname_hash",
 )  # fmt: skip
+# The tokens of a --manifest template: those of the run, not of a file.
+MANIFEST_TOKENS: tuple[str, ...] = ("uuid1", "uuid4", "now", "spool_dir", "hostname")
 # Tokens whose value is never empty: a template with one of them cannot render an empty key.
 _NEVER_EMPTY = frozenset(TOKENS) - {"spool_dir"}
 
@@ -71,38 +73,51 @@ class KeyTemplate:
     fields: frozenset[str]
 
     @classmethod
-    def parse(cls, text: str) -> KeyTemplate:
-        valid = ", ".join(TOKENS)
+    def parse(
+        cls, text: str, *, tokens: tuple[str, ...] = TOKENS, option: str = "format"
+    ) -> KeyTemplate:
+        """Validate ``text`` against ``tokens`` (``MANIFEST_TOKENS`` for ``--manifest``); a bad
+        template is a ``ConfigError`` naming ``option`` and the template."""
+
+        def bad(reason: str) -> ConfigError:
+            return ConfigError(reason, option=option, value=text)
+
+        valid = ", ".join(tokens)
         fields: set[str] = set()
         literal = ""
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as exc:
-            raise ConfigError(f"invalid --format {text!r}: {exc} (valid tokens: {valid})") from exc
+            raise bad(f"{exc} (valid tokens: {valid})") from exc
         for lit, field, spec, conversion in parsed:
             literal += lit
             if field is None:
                 continue
             if field == "" or field.isdigit():
-                raise ConfigError(
-                    f"invalid --format {text!r}: positional field '{{{field}}}' is not allowed "
-                    f"(valid tokens: {valid})"
-                )
-            if field not in TOKENS:
-                raise ConfigError(
-                    f"invalid --format {text!r}: unknown token {{{field}}} (valid tokens: {valid})"
-                )
+                raise bad(f"positional field '{{{field}}}' is not allowed (valid tokens: {valid})")
+            if field not in tokens:
+                raise bad(f"unknown token {{{field}}} (valid tokens: {valid})")
             if conversion or spec:
-                raise ConfigError(
-                    f"invalid --format {text!r}: conversions and format specs are not allowed "
-                    f"in {{{field}}}"
-                )
+                raise bad(f"conversions and format specs are not allowed in {{{field}}}")
             fields.add(field)
         if not literal and not (fields & _NEVER_EMPTY):
-            raise ConfigError(f"invalid --format {text!r}: it can render an empty key")
+            raise bad("it can render an empty key")
         if text.startswith("/"):
-            raise ConfigError(f"invalid --format {text!r}: a key must not start with '/'")
+            raise bad("a key must not start with '/'")
         return cls(text, frozenset(fields))
+
+    @classmethod
+    def parse_manifest(cls, text: str) -> KeyTemplate:
+        """A ``--manifest`` template: run tokens only (no file is rendered), and a UUID, so that
+        no two manifests (two spools, two cycles in one second, two hosts) share a key."""
+        template = cls.parse(text, tokens=MANIFEST_TOKENS, option="manifest")
+        if not template.fields & {"uuid1", "uuid4"}:
+            raise ConfigError(
+                "a manifest key needs {uuid4} (or {uuid1}) so that no two manifests share one",
+                option="manifest",
+                value=text,
+            )
+        return template
 
     @property
     def is_unique_per_file(self) -> bool:

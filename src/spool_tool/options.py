@@ -47,6 +47,7 @@ from spool_tool.parsers import (
     globs,
     hostname,
     integer,
+    manifest_template,
     marker_suffix,
     min_free,
     minutes,
@@ -170,6 +171,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("format", template, "Object key template relative to the destination prefix.", G,
            default=KeyTemplate.parse("{fname}"), doc_default="{fname}", metavar="TEMPLATE",
            field="template", env_aliases=("SPOOL_TOOL_TEMPLATE",)),
+    Option("manifest", manifest_template, "After each run or daemon cycle that uploaded files, "
+           "write one JSON-lines object listing them, at this key template (relative to the "
+           "destination prefix; tokens uuid4, uuid1, now, hostname, spool_dir).", G,
+           metavar="TEMPLATE", doc_default="off"),
     Option("hostname", hostname, "Value of the {hostname} key token (a pod passes its node's "
            "name).", G, Scope.RUN, default=short_hostname, metavar="NAME",
            doc_default="this machine's short host name"),

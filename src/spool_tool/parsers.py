@@ -245,6 +245,19 @@ def template(value: object) -> KeyTemplate:
         raise ValueError(exc.reason) from None
 
 
+def manifest_template(value: object) -> KeyTemplate | None:
+    """``--manifest``: a key template of run tokens with a UUID (``KeyTemplate.parse_manifest``);
+    an empty string turns manifests off (``SPOOL_TOOL_MANIFEST=`` over a config file's)."""
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    try:
+        return KeyTemplate.parse_manifest(value)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
+
+
 def textfile(value: object) -> Path | None:
     """A file to write, in a directory that exists."""
     name = text()(value)

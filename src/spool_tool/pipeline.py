@@ -54,6 +54,7 @@ from spool_tool.keys import (
     normalise_spool_dir,
     whole_seconds,
 )
+from spool_tool.manifest import Listing
 from spool_tool.scan import Candidate, has_marker, is_old_enough
 from spool_tool.spoolfs import Identity, Source, SpoolFS, fsync_dir, open_source, unchanged_since
 
@@ -98,6 +99,8 @@ class SpoolUploader:
         self._done: list[Completion] = []
         self._done_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._listing = Listing.of(config, spool_dir)  # --manifest: queue completions
+        self._prior = frozenset(journal.claims)  # claims a killed run left (keys of its uploads)
 
     # -- the phase --------------------------------------------------------------------------
 
@@ -172,8 +175,7 @@ class SpoolUploader:
         try:
             suffix = self.config.marker_suffix
             if candidate.st.st_nlink > 1:
-                if self.fs.finish_interrupted_move(candidate.path, self.completed, suffix):
-                    self.journal.drop_claims([claim.name])
+                if self._finish_interrupted_move(candidate, claim):
                     return
                 if suffix is not None and not has_marker(candidate.path, suffix):
                     self.journal.drop_claims([claim.name])  # a producer's link, not yet ready
@@ -191,6 +193,24 @@ class SpoolUploader:
         finally:
             if source is not None:
                 source.close()
+
+    def _finish_interrupted_move(self, candidate: Candidate, claim: Claim) -> bool:
+        """A killed run linked the file into ``completed/`` and died before unlinking it from
+        ``new/`` (so before committing its completion): finish the move; with ``--manifest``
+        queue its entry (under the key the killed run's claim fixed)."""
+        moved = self.fs.finish_interrupted_move_to(
+            candidate.path, self.completed, self.config.marker_suffix
+        )
+        if moved is None:
+            return False
+        entry = None
+        if self._listing is not None and claim.name in self._prior:
+            entry = self._listing.recovered(claim, moved, candidate.st.st_mtime_ns)
+        if entry is None:
+            self.journal.drop_claims([claim.name])
+        else:
+            self.journal.list_recovered([entry])
+        return True
 
     @staticmethod
     def _check_unchanged(source: Source, claim: Claim) -> None:
@@ -283,8 +303,9 @@ class SpoolUploader:
         crash_point("after_move")
         self.state.success()
         completion = Completion(
-            claim.name, dst.name, claim.key, result.size, result.etag, result.checksum
-        )
+            claim.name, dst.name, claim.key, result.size, result.etag, result.checksum,
+            source.st.st_mtime_ns, time.time_ns(),
+        )  # fmt: skip
         with self._done_lock:
             self._done.append(completion)
             due = len(self._done) >= FLUSH_EVERY
@@ -303,7 +324,8 @@ class SpoolUploader:
                 return
             fsync_dir(self.new)
             fsync_dir(self.completed)
-            self.journal.complete(done)
+            bucket = None if self._listing is None else self._listing.bucket
+            self.journal.complete(done, manifest_bucket=bucket)
 
     def _sent(self, path: Path, size: int) -> None:
         self.bus.emit(BytesSent(path, size))
@@ -319,10 +341,15 @@ def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, 
         yield chunk
 
 
-def recover_killed_run(journal: Journal, destination: Destination, new: Path) -> None:
+def recover_killed_run(
+    journal: Journal, destination: Destination, new: Path, listing: Listing | None = None
+) -> None:
     """Before claiming anything: abort multipart uploads a killed run left open, and drop
-    claims whose file is gone, moved or replaced by another inode."""
+    claims whose file is gone, moved or replaced by another inode. With ``listing``
+    (``--manifest``), a file whose claim is left because a killed run moved it to
+    ``completed/`` before committing its completion is queued for the manifest."""
     stale: list[str] = []
+    gone: list[Claim] = []
     for name, claim in list(journal.claims.items()):
         if claim.upload_id is not None:
             try:
@@ -336,11 +363,13 @@ def recover_killed_run(journal: Journal, destination: Destination, new: Path) ->
         try:
             st = os.lstat(new / name)
         except FileNotFoundError:
-            stale.append(name)
+            gone.append(claim)
             continue
         if not claim.is_for(st):
             stale.append(name)
-    journal.drop_claims(stale)
+    if listing is not None:
+        journal.list_recovered(listing.find_moved(gone))
+    journal.drop_claims([*stale, *(claim.name for claim in gone)])
 
 
 def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) -> str:

@@ -24,6 +24,8 @@ from spool_tool.events import (
     FileDeleted,
     FileFailed,
     FileUploaded,
+    ManifestFailed,
+    ManifestWritten,
     Mode,
     SpoolSkipped,
     Stop,
@@ -107,6 +109,8 @@ class RunState:
                 self._failures.append(f"{path}: {message}")
             case WouldUpload():
                 c["would_upload"] += 1
+            case ManifestWritten() | ManifestFailed():
+                self._count_manifest(event)
             case FileDeleted(dry_run=dry_run):
                 if dry_run:
                     c["would_delete"] += 1
@@ -120,6 +124,13 @@ class RunState:
                 c["throttled"] += throttled
             case _:
                 pass
+
+    def _count_manifest(self, event: ManifestWritten | ManifestFailed) -> None:
+        if isinstance(event, ManifestWritten):
+            self._counts["manifests"] += 1
+        else:
+            self._counts["manifest_failed"] += 1
+            self._failures.append(f"{event.uri}: {event.message}")
 
     # -- cycles -------------------------------------------------------------------------------
 

@@ -172,6 +172,21 @@ def _candidates(name: str) -> Iterator[str]:
         yield f"{stem}~{n}{dot}{ext}"
 
 
+def find_moved(completed: Path, name: str, dev: int, ino: int) -> Path | None:
+    """Where ``move_to_completed`` linked the file (``dev``, ``ino``) named ``name``: the first
+    of the names it tries (``name``, ``stem~1.ext``...) that is the same inode; None when none
+    is (up to the first free name: a move takes the first free one). Finds only linked moves:
+    a copy across filesystems is another inode."""
+    for candidate in itertools.islice(_candidates(name), 50):
+        try:
+            other = os.lstat(completed / candidate)
+        except FileNotFoundError:
+            return None
+        if (other.st_dev, other.st_ino) == (dev, ino):
+            return completed / candidate
+    return None
+
+
 @dataclass(frozen=True)
 class SpoolFS:
     """The one gate for changes on disk. With ``dry_run`` it changes nothing."""
@@ -285,23 +300,24 @@ class SpoolFS:
         """If a crash hit between ``link`` and ``unlink``, ``src`` is also linked in
         ``completed/``: move its marker along (``--require-marker``), remove the ``new/`` name
         and report True."""
+        return self.finish_interrupted_move_to(src, completed, marker_suffix) is not None
+
+    def finish_interrupted_move_to(
+        self, src: Path, completed: Path, marker_suffix: str | None = None
+    ) -> Path | None:
+        """``finish_interrupted_move``, returning the file's path in ``completed/`` (None: no
+        interrupted move)."""
         try:
             st = os.lstat(src)
         except FileNotFoundError:
-            return False
+            return None
         if st.st_nlink < 2:  # noqa: PLR2004 - "has another hard link"
-            return False
-        for name in itertools.islice(_candidates(src.name), 50):
-            try:
-                other = os.lstat(completed / name)
-            except FileNotFoundError:
-                break
-            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
-                if not self.dry_run:
-                    self._marker_follows(src, completed / name, marker_suffix)
-                    os.unlink(src)
-                return True
-        return False
+            return None
+        dst = find_moved(completed, src.name, st.st_dev, st.st_ino)
+        if dst is not None and not self.dry_run:
+            self._marker_follows(src, dst, marker_suffix)
+            os.unlink(src)
+        return dst
 
     def delete(self, directory_fd: int, name: str) -> None:
         """Unlink ``name`` relative to an open directory: never follows a path elsewhere."""

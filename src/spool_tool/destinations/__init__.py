@@ -16,4 +16,9 @@ def make_destination(config: Config) -> Destination:
         return NoopDestination(config.destination)
     from spool_tool.destinations.s3 import S3Destination  # noqa: PLC0415 - boto3 is slow to import
 
-    return S3Destination(config.destination, config.s3, concurrency=config.concurrency)
+    return S3Destination(
+        config.destination,
+        config.s3,
+        concurrency=config.concurrency,
+        report_checksums=config.manifest is not None,
+    )

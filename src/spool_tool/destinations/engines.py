@@ -36,6 +36,25 @@ class PutSpec:
     content_encoding: str | None = None
     no_clobber: bool = False
     metadata: tuple[tuple[str, str], ...] = ()  # per object (--preserve-mtime), beside --metadata
+    # The caller records the checksum (--manifest): an engine that S3 does not tell it computes
+    # the value it sent and S3 verified.
+    report_checksum: bool = False
+
+
+def body_checksum(algorithm: str, data: bytes) -> str:
+    """``ALGORITHM:base64`` of ``data``, as S3 computes it for ``x-amz-checksum-*`` (``sha256``
+    or ``crc64nvme``, the algorithms obstore sends): what S3 verified the body against."""
+    import base64  # noqa: PLC0415 - only with --manifest on the obstore path
+
+    if algorithm == "sha256":
+        import hashlib  # noqa: PLC0415
+
+        digest = hashlib.sha256(data).digest()
+    else:
+        from awscrt import checksums  # type: ignore[import-untyped]  # noqa: PLC0415 - no stubs
+
+        digest = checksums.crc64nvme(data).to_bytes(8, "big")
+    return f"{algorithm.upper()}:{base64.b64encode(digest).decode('ascii')}"
 
 
 @dataclass(frozen=True, slots=True)

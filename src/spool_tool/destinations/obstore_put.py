@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from spool_tool.destinations.awsenv import StaticAws
-from spool_tool.destinations.engines import Confirmed, PutSpec, checksum_for
+from spool_tool.destinations.engines import Confirmed, PutSpec, body_checksum, checksum_for
 from spool_tool.destinations.s3errors import (
     S3Failure,
     Transport,
@@ -282,8 +282,14 @@ class ObstoreEngine:
         except Exception as exc:
             raise self.translate(exc, spec.uri) from exc
         # S3 verified the body against our x-amz-checksum-*; the ETag (the body's MD5 for a
-        # single PUT) is what --verify-before-delete compares later.
-        return Confirmed(result.get("e_tag"))
+        # single PUT) is what --verify-before-delete compares later. obstore does not say the
+        # checksum: where it is recorded (--manifest), it is the value obstore sent.
+        checksum = None
+        if spec.report_checksum:
+            checksum = body_checksum(
+                checksum_for(self.options.checksum, "single") or "crc64nvme", data
+            )
+        return Confirmed(result.get("e_tag"), checksum)
 
     def close(self) -> None:
         """Nothing to release: obstore's connections go with the store."""

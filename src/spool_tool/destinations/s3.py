@@ -113,8 +113,18 @@ class S3Destination:
     engines, whose ``gate`` bounds the requests in flight (1..``concurrency``, lowered while S3
     throttles unless ``--concurrency-mode fixed``) and whose ``limiter`` is ``--bwlimit``."""
 
-    def __init__(self, uri: DestinationURI, options: S3Options, *, concurrency: int) -> None:
+    def __init__(
+        self,
+        uri: DestinationURI,
+        options: S3Options,
+        *,
+        concurrency: int,
+        report_checksums: bool = False,
+    ) -> None:
+        """``report_checksums`` (``--manifest``): every single PUT's result carries its
+        checksum, on engines whose library does not return it too."""
         self.uri = uri
+        self.report_checksums = report_checksums
         self.options = options
         self.bucket = uri.bucket
         check_checksum_support(options)
@@ -197,6 +207,7 @@ class S3Destination:
             headers.content_encoding,
             no_clobber=self.options.no_clobber,
             metadata=headers.metadata,
+            report_checksum=self.report_checksums,
         )
         with self.budget.hold(source.size):
             data = source.read_all()

@@ -18,6 +18,7 @@ from typing import Literal
 from spool_tool.errors import (
     FatalError,
     FileError,
+    ObjectExistsError,
     RetryableError,
     SpoolToolError,
     ThrottledError,
@@ -166,7 +167,8 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
         )
     code = failure.code or (f"HTTP {failure.status}" if failure.status else None)
     if failure.code == "PreconditionFailed" or failure.status == 412:  # noqa: PLR2004
-        return kind("an object already exists at this key (no-clobber)", uri=uri)
+        exists = ObjectExistsError if kind is FileError else kind
+        return exists("an object already exists at this key (no-clobber)", uri=uri)
     # Our words for the codes we know, with S3's message as the cause; else S3's message.
     ours = _REASONS.get(failure.code or "")
     reason = ours or failure.message or _reason_by_status(failure.status, decided)

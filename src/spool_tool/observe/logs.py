@@ -46,12 +46,15 @@ from spool_tool.events import (
     FilesFound,
     FilesystemMeasured,
     FileUploaded,
+    ManifestFailed,
+    ManifestWritten,
     RunFinished,
     RunStopped,
     SpoolSkipped,
     SpoolStarted,
     Summary,
     WouldUpload,
+    WouldWriteManifest,
 )
 from spool_tool.throttle import ThrottlingEnded, ThrottlingStarted
 
@@ -243,6 +246,8 @@ class LogWriter:
                 )
             case WouldUpload(path=path, uri=uri):
                 self.output(f"would upload {path} -> {uri}")
+            case ManifestWritten() | ManifestFailed() | WouldWriteManifest():
+                self._manifest(event)
             case FileDeleted(path=path, dry_run=True):
                 self.output(f"would delete {path}")
             case FileDeleted(path=path):
@@ -305,6 +310,32 @@ class LogWriter:
             case RunFinished(summary=s, report=True):
                 self.write(INFO, "summary", summary_line(s), **summary_fields(s))
 
+    def _manifest(self, event: ManifestWritten | ManifestFailed | WouldWriteManifest) -> None:
+        match event:
+            case ManifestWritten(spool_dir=spool, uri=uri, entries=entries, bytes=size):
+                self.write(
+                    INFO,
+                    "manifest_written",
+                    f"wrote manifest {uri} ({entries} entries, {size} bytes)",
+                    spool_dir=spool,
+                    uri=uri,
+                    entries=entries,
+                    bytes=size,
+                )
+            case ManifestFailed(spool_dir=spool, uri=uri, entries=entries, kind=kind):
+                self.write(
+                    ERROR,
+                    "manifest_failed",
+                    f"failed manifest {uri} ({entries} entries, sent again by the next run): "
+                    f"{event.message}",
+                    spool_dir=spool,
+                    uri=uri,
+                    entries=entries,
+                    kind=kind,
+                )
+            case WouldWriteManifest(uri=uri, entries=entries):
+                self.output(f"would write manifest {uri} ({entries} entries)")
+
 
 def _min_free_line(event: FilesystemMeasured) -> str:
     return (
@@ -336,9 +367,12 @@ def summary_line(s: Summary) -> str:
             f"would delete {s.would_delete} files, seconds={s.seconds:.3f}"
         )
     throttled = f" throttled={s.throttled}" if s.throttled else ""
+    manifests = f" manifests={s.manifests}" if s.manifests or s.manifest_failed else ""
+    if s.manifest_failed:
+        manifests += f" manifest_failed={s.manifest_failed}"
     return (
         f"summary: {how}uploaded={s.uploaded} failed={s.failed} deleted={s.deleted} "
-        f"bytes={s.bytes_uploaded}{throttled} seconds={s.seconds:.3f}"
+        f"bytes={s.bytes_uploaded}{throttled}{manifests} seconds={s.seconds:.3f}"
     )
 
 
@@ -355,6 +389,8 @@ def summary_fields(s: Summary) -> dict[str, Any]:
         }
         if s.throttled:
             fields["throttled"] = s.throttled
+        if s.manifests or s.manifest_failed:
+            fields |= {"manifests": s.manifests, "manifest_failed": s.manifest_failed}
     if s.stop is not None:
         fields |= {"stopped": s.stop.reason, "signal": s.stop.signal}
     return fields | {"seconds": round(s.seconds, 6)}
