@@ -461,6 +461,11 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "min_free": ('"2GiB"', "2GiB", MinFree(bytes=2 << 30)),
     "format": ('"x/{fname}"', "x/{fname}", KeyTemplate.parse("x/{fname}")),
     "hostname": ('"node-17"', "node-17", "node-17"),
+    "manifest": (
+        '"_m/{uuid4}.jsonl"',
+        "_m/{uuid4}.jsonl",
+        KeyTemplate.parse_manifest("_m/{uuid4}.jsonl"),
+    ),
     "dry_run": ("true", "1", True),
     "no_upload": ("true", "yes", False),  # Config.upload
     "no_cleanup": ("true", "true", False),  # Config.cleanup

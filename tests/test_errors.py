@@ -16,7 +16,13 @@ from spool_tool.destinations.s3errors import (
     classify_preflight,
     outcome,
 )
-from spool_tool.errors import FatalError, FileError, RetryableError, ThrottledError
+from spool_tool.errors import (
+    FatalError,
+    FileError,
+    ObjectExistsError,
+    RetryableError,
+    ThrottledError,
+)
 from spool_tool.events import FileFailed
 from spool_tool.observe.logs import LogHandler, LogWriter
 
@@ -86,7 +92,7 @@ def test_one_table_decides_retry_skip_or_stop(failure: S3Failure, expected: str)
     error = classify(failure, "s3://b/k")
     kind = {"retry": RetryableError, "skip": FileError, "stop": FatalError}[expected]
     assert isinstance(error, kind)
-    assert type(error) in {kind, ThrottledError}
+    assert type(error) in {kind, ThrottledError, ObjectExistsError}
 
 
 def test_every_code_in_the_table_has_a_known_outcome() -> None:
