@@ -61,14 +61,19 @@ def ship(spool: Path, bucket: str, env: dict[str, str], *extra: str) -> Any:
     )
 
 
+@pytest.mark.parametrize("engine", ["obstore", "boto3"])
 def test_manifest_lists_every_object_with_its_facts(
-    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, engine: str
 ) -> None:
     contents = make_files(spool_dir / "new", 5, size=200)
+    big = spool_dir / "new" / "big.bin"
+    big.write_bytes(os.urandom(6 << 20))  # multipart: 5 MiB parts
+    contents["big.bin"] = big.read_bytes()
     mtimes = {name: (spool_dir / "new" / name).stat().st_mtime_ns for name in contents}
     before = time.time()
     result = run_cli(
         "--manifest", MANIFEST, "--hostname", "host-a", "--format", "{fname}",
+        "--engine", engine, "--multipart-threshold", "5MiB", "--part-size", "5MiB",
         spool_dir, f"s3://{s3_bucket}/pre", env=seaweed.env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -79,7 +84,7 @@ def test_manifest_lists_every_object_with_its_facts(
     assert before - 1 <= now_token <= time.time()
     head = client.head_object(Bucket=s3_bucket, Key=key)
     assert head["ContentType"] == "application/x-ndjson"
-    assert f"wrote manifest s3://{s3_bucket}/{key} (5 entries" in result.stderr
+    assert f"wrote manifest s3://{s3_bucket}/{key} (6 entries" in result.stderr
     assert "manifests=1" in result.stderr
     lines = manifests(client, s3_bucket, "pre/_manifests/")[key]
     assert sorted(e["source"] for e in lines) == sorted(contents)
