@@ -44,6 +44,8 @@ EXPECTED_SAMPLE_NAMES = {
     "spool_tool_upload_failures_total",
     "spool_tool_files_deleted_total",
     "spool_tool_throttled_requests_total",
+    "spool_tool_manifests_written_total",
+    "spool_tool_manifest_failures_total",
     "spool_tool_upload_duration_seconds_bucket",
     "spool_tool_upload_duration_seconds_sum",
     "spool_tool_upload_duration_seconds_count",
@@ -474,3 +476,17 @@ def test_throttled_counter_is_kept_across_cron_runs_and_concurrency_gauge(tmp_pa
     found = samples(prom.read_text())
     assert value(found, "spool_tool_throttled_requests_total") == 9
     assert value(found, "spool_tool_concurrency") == 5
+
+
+def test_manifest_counters_are_kept_across_cron_runs(tmp_path: Path) -> None:
+    prom = tmp_path / "spool_tool.prom"
+    first = MetricsListener(prom, clock=clock)
+    first(events.ManifestWritten(Path("/s"), "s3://b/m1", entries=3, bytes=900))
+    first(events.ManifestFailed(Path("/s"), "s3://b/m2", 2, "retryable", "HTTP 500"))
+    first.write_textfile()
+    second = MetricsListener(prom, clock=clock)  # the next cron run
+    second(events.ManifestWritten(Path("/s"), "s3://b/m2", entries=2, bytes=600))
+    second.write_textfile()
+    found = samples(prom.read_text())
+    assert value(found, "spool_tool_manifests_written_total") == 2
+    assert value(found, "spool_tool_manifest_failures_total") == 1

@@ -3,7 +3,8 @@
 Armed only when ``SPOOL_TOOL_TESTING=1`` is also set, so a stray variable in production cannot
 kill a run. ``SPOOL_TOOL_CRASH_SKIP=N`` lets the point pass N times first.
 Points: after_claim, mid_upload, after_upload, after_link (the file is in both new/ and
-completed/), after_marker_link (its marker too), after_move, mid_cleanup.
+completed/), after_marker_link (its marker too), after_move, mid_cleanup, and for --manifest
+before_manifest_claim, after_manifest_claim, after_manifest_put.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Metrics (the names exposed, exactly; see docs/metrics.md):
 
 * counters ``spool_tool_files_uploaded_total``, ``spool_tool_bytes_uploaded_total``,
+  ``spool_tool_manifests_written_total``, ``spool_tool_manifest_failures_total``,
   ``spool_tool_upload_failures_total{kind}`` (kind: file, retryable, fatal, changed; all four
   are always exposed), ``spool_tool_files_deleted_total``;
 * histogram ``spool_tool_upload_duration_seconds`` (from ``FileUploaded.seconds``; buckets from
@@ -53,6 +54,8 @@ from spool_tool.events import (
     FileFailed,
     FilesystemMeasured,
     FileUploaded,
+    ManifestFailed,
+    ManifestWritten,
     RunFinished,
     ThrottleReport,
 )
@@ -149,6 +152,8 @@ class MetricsListener:
                     | ThrottleReport()
                     | ThrottlingStarted()
                     | ThrottlingEnded()
+                    | ManifestWritten()
+                    | ManifestFailed()
                 ):
                     self._fleet_event(event)
                 case RunFinished(summary=summary):
@@ -165,9 +170,20 @@ class MetricsListener:
                         self.set_backlog(backlog)
 
     def _fleet_event(
-        self, event: FilesystemMeasured | ThrottleReport | ThrottlingStarted | ThrottlingEnded
+        self,
+        event: FilesystemMeasured
+        | ThrottleReport
+        | ThrottlingStarted
+        | ThrottlingEnded
+        | ManifestWritten
+        | ManifestFailed,
     ) -> None:
+        """The events of issue 12's features (fleet throttling, disk space, manifests)."""
         match event:
+            case ManifestWritten():
+                self._delta.manifests_written += 1
+            case ManifestFailed():
+                self._delta.manifest_failures += 1
             case FilesystemMeasured(spool_dir=spool, free=free):
                 self._free[str(spool)] = free
             case ThrottleReport(throttled=throttled, limit=limit):
@@ -319,7 +335,16 @@ def _issue12_families(t: Totals, free: dict[str, int], limit: int | None) -> lis
         "S3 requests answered with a throttling error (503 SlowDown, 429...).",
     )
     throttled.add_metric([], t.throttled_requests)
-    families: list[Metric] = [throttled, _filesystem_family(free)]
+    manifests = CounterMetricFamily(
+        "spool_tool_manifests_written", "Upload manifests written (--manifest)."
+    )
+    manifests.add_metric([], t.manifests_written)
+    manifest_failures = CounterMetricFamily(
+        "spool_tool_manifest_failures",
+        "Upload manifests whose PUT failed (their entries are sent again by the next run).",
+    )
+    manifest_failures.add_metric([], t.manifest_failures)
+    families: list[Metric] = [throttled, manifests, manifest_failures, _filesystem_family(free)]
     if limit is not None:
         families.append(
             GaugeMetricFamily(

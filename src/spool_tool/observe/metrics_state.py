@@ -82,6 +82,8 @@ class Totals:
     bytes_uploaded: int = 0
     files_deleted: int = 0
     throttled_requests: int = 0
+    manifests_written: int = 0
+    manifest_failures: int = 0
     failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
     # Per bucket, not cumulative; the last one is +Inf.
     duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
@@ -101,6 +103,8 @@ class Totals:
             bytes_uploaded=self.bytes_uploaded + other.bytes_uploaded,
             files_deleted=self.files_deleted + other.files_deleted,
             throttled_requests=self.throttled_requests + other.throttled_requests,
+            manifests_written=self.manifests_written + other.manifests_written,
+            manifest_failures=self.manifest_failures + other.manifest_failures,
             failures={k: self.failures[k] + other.failures[k] for k in FAILURE_KINDS},
             duration_counts=[
                 a + b for a, b in zip(self.duration_counts, other.duration_counts, strict=True)
@@ -119,6 +123,8 @@ class Totals:
                 "bytes_uploaded": self.bytes_uploaded,
                 "files_deleted": self.files_deleted,
                 "throttled_requests": self.throttled_requests,
+                "manifests_written": self.manifests_written,
+                "manifest_failures": self.manifest_failures,
                 "upload_failures": self.failures,
                 "upload_duration": {
                     "buckets": list(DURATION_BUCKETS),
@@ -144,6 +150,8 @@ class Totals:
                 bytes_uploaded=_count(data["bytes_uploaded"]),
                 files_deleted=_count(data["files_deleted"]),
                 throttled_requests=_count(data.get("throttled_requests", 0)),
+                manifests_written=_count(data.get("manifests_written", 0)),
+                manifest_failures=_count(data.get("manifest_failures", 0)),
                 failures={k: _count(data["upload_failures"].get(k, 0)) for k in FAILURE_KINDS},
                 last_success=_timestamp(data.get("last_success_timestamp")),
                 last_run=_timestamp(data.get("last_run_timestamp")),
