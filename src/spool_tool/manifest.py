@@ -34,15 +34,17 @@ from spool_tool.errors import (
     SpoolToolError,
 )
 from spool_tool.events import EventBus, ManifestFailed, ManifestWritten
-from spool_tool.journal import Claim, OutboxEntry
+from spool_tool.journal import Claim
 from spool_tool.keys import FileFacts, full_key, normalise_spool_dir, short_hostname
+from spool_tool.outbox import OutboxEntry
 from spool_tool.spoolfs import Source, find_moved
 
 if TYPE_CHECKING:
     from spool_tool.config import Compression, Config
     from spool_tool.destinations.base import Destination
     from spool_tool.events import ErrorKind
-    from spool_tool.journal import Journal, ManifestClaim
+    from spool_tool.journal import Journal
+    from spool_tool.outbox import ManifestClaim
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/x-ndjson"
