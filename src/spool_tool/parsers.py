@@ -237,10 +237,14 @@ def directory(value: object) -> Path | None:
 
 
 def template(value: object) -> KeyTemplate:
+    return _key_template(value, KeyTemplate.parse)
+
+
+def _key_template(value: object, parse: Callable[[str], KeyTemplate]) -> KeyTemplate:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_describe(value)}")
     try:
-        return KeyTemplate.parse(value)
+        return parse(value)
     except ConfigError as exc:
         raise ValueError(exc.reason) from None
 
@@ -250,12 +254,7 @@ def manifest_template(value: object) -> KeyTemplate | None:
     an empty string turns manifests off (``SPOOL_TOOL_MANIFEST=`` over a config file's)."""
     if value == "":
         return None
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {_describe(value)}")
-    try:
-        return KeyTemplate.parse_manifest(value)
-    except ConfigError as exc:
-        raise ValueError(exc.reason) from None
+    return _key_template(value, KeyTemplate.parse_manifest)
 
 
 def textfile(value: object) -> Path | None:
