@@ -507,11 +507,16 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "state_dir": ('"/var/lib/spool_tool"', "/var/lib/spool_tool", Path("/var/lib/spool_tool")),
     "allow_network_state": ("true", "1", True),
     "preserve_mtime": ("true", "1", True),
+    "recursive": ("true", "1", True),
+    "max_depth": ("3", "3", 3),
+    "prune_empty_dirs": ("true", "1", True),
 }
 # Options that only make sense with another one.
 COMPANIONS = {
     "sse_kms_key_id": {"sse": ('"aws:kms"', "aws:kms")},
     "metrics_port": {"watch": ("true", "1")},
+    "max_depth": {"recursive": ("true", "1")},
+    "prune_empty_dirs": {"recursive": ("true", "1")},
 }
 SETTABLE = [o for o in OPTIONS if o.in_file and o.style is not Style.POSITIONAL]
 

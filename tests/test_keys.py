@@ -67,7 +67,8 @@ def test_parse_accepts_all_tokens_together() -> None:
 def test_token_list_is_what_the_spec_documents() -> None:
     times = {f"{k}_{p}" for k in "mc" for p in ("YYYY", "MM", "DD", "hh", "mm", "ss")}
     others = {"uuid1", "uuid4", "fname", "now", "spool_dir", "hostname", "fname_hash"}
-    assert set(TOKENS) == times | others
+    nested = {"relpath", "reldir"}  # issue 11: nested spools
+    assert set(TOKENS) == times | others | nested
 
 
 @pytest.mark.parametrize(

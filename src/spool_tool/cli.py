@@ -132,6 +132,14 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
                 f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
                 "files may overwrite each other's objects",
             )
+        elif config.recursive and not config.template.is_unique_per_nested_file:
+            writer.write(
+                logging.WARNING,
+                "config",
+                f"--format {config.template.text!r} with --recursive has no {{relpath}}/"
+                "{uuid4}/{uuid1} (nor {reldir} with {fname}): files of one name in two "
+                "directories may overwrite each other's objects",
+            )
     summary = app.execute(configs, app_options, writer)
     if app_options.watch:
         return ExitStatus.OK  # a daemon ends on a signal, its normal stop; failures were logged

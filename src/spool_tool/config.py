@@ -178,6 +178,9 @@ class Config:
     marker_suffix: str | None = None
     state_root: Path | None = None  # --state-dir; None: SPOOL_DIR/.spool_tool
     allow_network_state: bool = False
+    recursive: bool = False  # files in subdirectories of new/ are eligible
+    max_depth: int | None = None  # --recursive: levels below new/ (1: new/ alone); None: any
+    prune_empty_dirs: bool = False  # --recursive: rmdir empty directories in new/ after the hold
     path_filter: PathFilter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -185,6 +188,11 @@ class Config:
         if not self.spool_dirs:
             raise ConfigError("no SPOOL_DIR given")
         object.__setattr__(self, "path_filter", PathFilter(self.include, self.exclude))
+        if not self.recursive:
+            if self.max_depth is not None:
+                raise ConfigError("needs --recursive", option="max_depth", value=self.max_depth)
+            if self.prune_empty_dirs:
+                raise ConfigError("needs --recursive", option="prune_empty_dirs")
         if self.state_root is not None:
             check_state_root(self.state_root, self.spool_dirs)
         for spool in self.spool_dirs:  # invariant: refused before anything is touched
@@ -196,4 +204,5 @@ class Config:
 
     @property
     def scan_options(self) -> ScanOptions:
-        return ScanOptions(self.path_filter, self.marker_suffix)
+        depth = self.max_depth if self.recursive else 1
+        return ScanOptions(self.path_filter, self.marker_suffix, depth)

@@ -206,13 +206,15 @@ def _upload_spool(
         return
     try:
         destination.preflight()  # once per destination: a missing bucket stops here
-        recover_killed_run(journal, destination, spool / NEW, listing)
+        orphans = recover_killed_run(journal, destination, spool / NEW, listing)
     except FatalError as exc:
         if state.request_stop(str(exc)):
             bus.emit(RunStopped(str(exc)))
         return
-    if first is not None:
-        uploader = SpoolUploader(spool, journal, destination, config, bus, state, fs)
+    if first is None:  # a whole scan found nothing: no orphan can be found again
+        journal.drop_claims(claim.name for claim in orphans.values())
+    else:
+        uploader = SpoolUploader(spool, journal, destination, config, bus, state, fs, orphans)
         uploader.run(itertools.chain([first], candidates))
     if listing is not None and not state.stopping:  # a stopped run's entries: the next run's
         ManifestWriter(spool, journal, destination, config, bus).write()
@@ -252,7 +254,7 @@ def _list_would_upload(config: Config, spool: Path, bus: EventBus) -> None:
     listed = 0 if journal is None else journal.unlisted()
     try:
         for candidate in candidates:
-            claim = journal.get(candidate.name) if journal else None
+            claim = journal.get(candidate.relpath) if journal else None
             if claim is not None and claim.is_for(candidate.st):
                 key = claim.key
             else:

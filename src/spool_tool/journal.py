@@ -18,6 +18,11 @@ Lives in ``SPOOL_DIR/.spool_tool/`` as an SQLite database (WAL mode) plus a lock
   one transaction before its PUT, and *written* (its row and its entries deleted) in one after:
   a rerun re-PUTs a claimed manifest to the same key with the same entries, so no entry is in
   two manifests and none is lost.
+
+A file's ``name`` in the claims and ledger tables is its path relative to ``new/`` (or
+``completed/``), ``/``-separated: for a file directly in the directory (every file without
+``--recursive``) that is its name, as it always was, so journals written before nested spools
+stay valid.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from spool_tool.spoolfs import STATE_DIR
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
-    name       BLOB PRIMARY KEY,   -- os.fsencode(file name in new/)
+    name       BLOB PRIMARY KEY,   -- os.fsencode(path relative to new/, '/'-separated)
     dev        INTEGER NOT NULL,
     ino        INTEGER NOT NULL,
     key        TEXT NOT NULL,      -- fixed at first claim, reused by every rerun
@@ -53,7 +58,7 @@ CREATE TABLE IF NOT EXISTS claims (
     checksum   TEXT
 );
 CREATE TABLE IF NOT EXISTS ledger (
-    name        BLOB PRIMARY KEY,  -- os.fsencode(file name in completed/)
+    name        BLOB PRIMARY KEY,  -- os.fsencode(path relative to completed/)
     key         TEXT NOT NULL,
     size        INTEGER NOT NULL,
     etag        TEXT,
@@ -297,6 +302,15 @@ class Journal(ManifestQueue):
             db.executemany("DELETE FROM claims WHERE name = ?", [(_enc(n),) for n in batch])
         for n in batch:
             del self._claims[n]
+
+    def rename_claim(self, old: str, new: str) -> Claim:
+        """The claim of ``old`` now belongs to ``new`` (its file moved within ``new/`` after
+        its upload); committed at once. Key and upload state are kept."""
+        with self._transaction() as db:
+            db.execute("UPDATE claims SET name = ? WHERE name = ?", (_enc(new), _enc(old)))
+            claim = dataclasses.replace(self._claims.pop(old), name=new)
+            self._claims[new] = claim
+        return claim
 
     def set_upload_id(self, name: str, upload_id: str | None) -> None:
         """Record (or clear) an open multipart upload; committed at once."""

@@ -23,11 +23,18 @@ _TIME_PARTS = ("YYYY", "MM", "DD", "hh", "mm", "ss")
 TIME_TOKENS = tuple(f"{kind}_{part}" for kind in ("m", "c") for part in _TIME_PARTS)
 TOKENS: tuple[str, ...] = (
     *TIME_TOKENS, "uuid1", "uuid4", "fname", "now", "spool_dir", "hostname", "fname_hash",
+    "relpath", "reldir",
 )  # fmt: skip
 # The tokens of a --manifest template: those of the run, not of a file.
 MANIFEST_TOKENS: tuple[str, ...] = ("uuid1", "uuid4", "now", "spool_dir", "hostname")
 # Tokens whose value is never empty: a template with one of them cannot render an empty key.
-_NEVER_EMPTY = frozenset(TOKENS) - {"spool_dir"}
+_NEVER_EMPTY = frozenset(TOKENS) - {"spool_dir", "reldir"}
+# Tokens that tell apart two files of one directory, or (for a nested spool) of the tree.
+_UNIQUE_FLAT = frozenset({"fname", "relpath", "uuid1", "uuid4"})
+_UNIQUE_NESTED = frozenset({"relpath", "uuid1", "uuid4"})
+# What an empty {reldir} renders as until the segments are joined: no file name, token value
+# or template (a config value) can hold NUL.
+_EMPTY_DIR = "\0"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class FileFacts:
     ctime: float
     now: float
     hostname: str = ""  # ``Config.hostname``: --hostname, else this machine's short name
+    relpath: str = ""  # the path relative to new/ (``/``-separated); "" means ``name``
 
 
 def short_hostname() -> str:
@@ -122,7 +130,13 @@ class KeyTemplate:
     @property
     def is_unique_per_file(self) -> bool:
         """False when two files could render the same key (e.g. a constant template)."""
-        return bool(self.fields & {"fname", "uuid1", "uuid4"})
+        return bool(self.fields & _UNIQUE_FLAT)
+
+    @property
+    def is_unique_per_nested_file(self) -> bool:
+        """As ``is_unique_per_file`` for ``--recursive``, where two directories may each hold
+        a file of one name: ``{relpath}``, ``{uuid*}``, or ``{fname}`` with ``{reldir}``."""
+        return bool(self.fields & _UNIQUE_NESTED) or {"fname", "reldir"} <= self.fields
 
     def render(self, facts: FileFacts) -> str:
         values: dict[str, str] = {}
@@ -146,7 +160,23 @@ class KeyTemplate:
         values["fname"] = facts.name
         values["now"] = str(int(facts.now))
         values["spool_dir"] = facts.spool_dir
-        return self.text.format_map(values)
+        relpath = facts.relpath or facts.name
+        values["relpath"] = relpath
+        values["reldir"] = relpath.rpartition("/")[0] or _EMPTY_DIR
+        rendered = self.text.format_map(values)
+        if "reldir" in self.fields and values["reldir"] == _EMPTY_DIR:
+            return _drop_empty_dir(rendered)
+        return rendered
+
+
+def _drop_empty_dir(rendered: str) -> str:
+    """An empty ``{reldir}`` (a file directly in ``new/``) renders as nothing, and a path
+    segment it leaves empty is dropped with its ``/``: ``{reldir}/{fname}`` -> ``x.json``,
+    ``a/{reldir}/{fname}`` -> ``a/x.json``, ``{reldir}-{fname}`` -> ``-x.json``. So no key
+    gets ``//`` or a leading ``/`` from it."""
+    segments = rendered.split("/")
+    only_dir = [seg for seg in segments if not (seg and not seg.strip(_EMPTY_DIR))]
+    return "/".join(seg.replace(_EMPTY_DIR, "") for seg in only_dir)
 
 
 def _utc(stamp: float, kind: str) -> datetime:

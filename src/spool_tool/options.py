@@ -184,6 +184,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("exclude", globs, "Files matching any of these patterns are never opened, moved or "
            "deleted (repeatable; wins over --include).", G, default=(), metavar="GLOB",
            style=Style.MULTIPLE, doc_default="none"),
+    Option("recursive", flag, "Files in subdirectories of new/ are eligible too (symlinked "
+           "directories are never followed); completed/ mirrors their paths.", G,
+           default=False, style=Style.FLAG),
+    Option("max_depth", integer(1, 1000), "--recursive: descend at most N levels (1: only files "
+           "directly in new/).", G, metavar="N", doc_default="no limit"),
+    Option("prune_empty_dirs", flag, "--recursive: remove empty directories in new/ older than "
+           "--hold-for (never new/ itself).", G, default=False, style=Style.FLAG),
     Option("require_marker", marker_suffix, "NAME is eligible only once NAME+SUFFIX exists; "
            "markers are never uploaded and follow their file into completed/.", G,
            metavar="SUFFIX", field="marker_suffix", doc_default="off"),

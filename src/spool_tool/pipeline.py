@@ -56,7 +56,18 @@ from spool_tool.keys import (
 )
 from spool_tool.manifest import Listing
 from spool_tool.scan import Candidate, has_marker, is_old_enough
-from spool_tool.spoolfs import Identity, Source, SpoolFS, fsync_dir, open_source, unchanged_since
+from spool_tool.spoolfs import (
+    At,
+    Identity,
+    Source,
+    SpoolFS,
+    dir_beneath,
+    fsync_dir,
+    open_beneath,
+    open_source,
+    source_state,
+    unchanged_since,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,6 +78,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Inode = tuple[int, int]  # (st_dev, st_ino)
 CLAIM_BATCH = 256  # claims committed per transaction (one fsync)
 FLUSH_EVERY = 256  # completions per directory fsync + journal transaction
 # Consecutive transient failures, with no success in between, after which the run stops.
@@ -85,7 +97,9 @@ class SpoolUploader:
         bus: EventBus,
         state: RunState,
         fs: SpoolFS,
+        orphans: dict[Inode, Claim] | None = None,
     ) -> None:
+        """``orphans``: uploaded claims whose file left its name (``recover_killed_run``)."""
         self.spool_dir = spool_dir
         self.new = spool_dir / "new"
         self.completed = spool_dir / "completed"
@@ -97,10 +111,17 @@ class SpoolUploader:
         self.fs = fs
         self._spool_token = normalise_spool_dir(str(spool_dir))
         self._done: list[Completion] = []
+        self._dirs: set[str] = set()  # subdirectories (relative) moved from/to since the flush
         self._done_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._listing = Listing.of(config, spool_dir)  # --manifest: queue completions
         self._prior = frozenset(journal.claims)  # claims a killed run left (keys of its uploads)
+        # A file moved (or deleted) by its producer after its upload keeps its uploaded claim:
+        # found again at another path by its inode, it is moved without a second upload.
+        self._orphans: dict[Inode, Claim] = dict(orphans or {})
+        self._recovered = frozenset(self._orphans)
+        self._in_flight: dict[Inode, str] = {}  # inode -> relpath, claimed and not finished
+        self._scanned_all = False
 
     # -- the phase --------------------------------------------------------------------------
 
@@ -134,12 +155,18 @@ class SpoolUploader:
                 worker.join()
         finally:
             self._flush()
+        if self._scanned_all and not self.state.stopping:
+            # A whole scan did not find them again: gone from new/ (or no longer eligible).
+            self.journal.drop_claims(
+                c.name for inode, c in self._orphans.items() if inode in self._recovered
+            )
 
     def _claimed(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Claim]]:
         for batch in batched(candidates, CLAIM_BATCH):
             if self.state.stopping:
                 return
             yield from self._claim(batch)
+        self._scanned_all = True
 
     def _claim(self, batch: tuple[Candidate, ...]) -> list[tuple[Candidate, Claim]]:
         """Fix every file's key (reusing a journaled one) and commit new claims at once."""
@@ -148,21 +175,48 @@ class SpoolUploader:
         fresh: list[Claim] = []
         for candidate in batch:
             st = candidate.st
-            claim = self.journal.get(candidate.name)
+            inode = (st.st_dev, st.st_ino)
+            with self._done_lock:
+                elsewhere = self._in_flight.get(inode, candidate.relpath) != candidate.relpath
+            if elsewhere:  # moved while it uploads under its old name: the next run finds it
+                log.debug("%s is in flight under another name", candidate.path)
+                continue
+            claim = self.journal.get(candidate.relpath)
+            if claim is None and self._orphans:
+                claim = self._adopt(candidate)
             if claim is None or not claim.is_for(st):
                 try:
-                    claim = Claim(
-                        candidate.name, st.st_dev, st.st_ino, self._key_for(candidate, now)
-                    )
+                    key = self._key_for(candidate, now)
                 except FileError as exc:
                     self._fail(candidate.path, None, "file", exc.detail())
                     continue
+                claim = Claim(candidate.relpath, st.st_dev, st.st_ino, key)
                 fresh.append(claim)
+            with self._done_lock:
+                self._in_flight[inode] = candidate.relpath
             ready.append((candidate, claim))
         self.journal.add_claims(fresh)
         if fresh:
             crash_point("after_claim")
         return ready
+
+    def _adopt(self, candidate: Candidate) -> Claim | None:
+        """The uploaded claim of this inode under the name it had (the producer moved the file
+        after its upload): renamed to the file's path now, so that only the move is left."""
+        st = candidate.st
+        with self._done_lock:
+            orphan = self._orphans.get((st.st_dev, st.st_ino))
+        if orphan is None or (orphan.size, orphan.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return None
+        try:
+            if orphan.is_for(os.lstat(self.new / orphan.name)):
+                return None  # still there too: a second hard link, a file of its own
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        with self._done_lock:
+            del self._orphans[(st.st_dev, st.st_ino)]
+        log.debug("%s was uploaded as %s before it moved", candidate.path, orphan.name)
+        return self.journal.rename_claim(orphan.name, candidate.relpath)
 
     def _key_for(self, candidate: Candidate, now: float) -> str:
         return key_for(self.config, candidate, self._spool_token, now)
@@ -171,36 +225,67 @@ class SpoolUploader:
 
     def _ship(self, candidate: Candidate, claim: Claim) -> None:
         uri = self.config.destination.uri_for(claim.key)
+        try:
+            with self._source_dir(candidate) as here:
+                self._ship_from(here, candidate, claim, uri)
+        except Exception as exc:  # one broken file must never stop the others
+            self._handle_failure(candidate.path, uri, exc)
+        finally:
+            with self._done_lock:
+                self._in_flight.pop((candidate.st.st_dev, candidate.st.st_ino), None)
+
+    @contextlib.contextmanager
+    def _source_dir(self, candidate: Candidate) -> Iterator[At]:
+        """The file's directory: ``new/`` by path, a subdirectory by a descriptor opened from
+        ``new/`` without following a symlink (``spoolfs.open_beneath``)."""
+        if not candidate.reldir:
+            yield At(self.new)
+            return
+        try:
+            fd = open_beneath(self.new, candidate.reldir)
+        except OSError as exc:
+            raise FileError(
+                f"cannot enter {candidate.reldir}/ beneath new/ (symlinks are never followed)",
+                path=candidate.path,
+                cause=exc.strerror,
+            ) from exc
+        try:
+            yield At(candidate.path.parent, fd)
+        finally:
+            os.close(fd)
+
+    def _ship_from(self, here: At, candidate: Candidate, claim: Claim, uri: str) -> None:
         source: Source | None = None
         try:
             suffix = self.config.marker_suffix
             if candidate.st.st_nlink > 1:
-                if self._finish_interrupted_move(candidate, claim):
+                if self._finish_interrupted_move(here, candidate, claim):
                     return
                 if suffix is not None and not has_marker(candidate.path, suffix):
                     self.journal.drop_claims([claim.name])  # a producer's link, not yet ready
                     return
-            source = open_source(candidate.path)
+            source = open_source(candidate.path, here)
             if Identity.of(source.st) != Identity.of(candidate.st) and not is_old_enough(
                 source.st, self.config.hold_for * 60, time.time()
             ):
                 return  # written to since the scan: not eligible any more
             result, seconds = self._upload(source, claim)
-            self._check_unchanged(source, claim)
-            self._move(source, claim, result, uri, seconds)
-        except Exception as exc:  # one broken file must never stop the others
-            self._handle_failure(candidate.path, uri, exc)
+            self._check_unchanged(source, claim, result)
+            with dir_beneath(self.completed, candidate.reldir, create=True) as there:
+                self._move(source, here, there, candidate.reldir, claim, result, uri, seconds)
         finally:
             if source is not None:
                 source.close()
 
-    def _finish_interrupted_move(self, candidate: Candidate, claim: Claim) -> bool:
-        """A killed run linked the file into ``completed/`` and died before unlinking it from
-        ``new/`` (so before committing its completion): finish the move; with ``--manifest``
-        queue its entry (under the key the killed run's claim fixed)."""
-        moved = self.fs.finish_interrupted_move_to(
-            candidate.path, self.completed, self.config.marker_suffix
-        )
+    def _finish_interrupted_move(self, here: At, candidate: Candidate, claim: Claim) -> bool:
+        """A killed run linked the file into ``completed/`` (its mirror directory) and died
+        before unlinking it from ``new/`` (so before committing its completion): finish the
+        move; with ``--manifest`` queue its entry (under the key the killed run's claim fixed)."""
+        try:
+            with dir_beneath(self.completed, candidate.reldir) as there:
+                moved = self.fs.finish_move(here, candidate.name, there, self.config.marker_suffix)
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # no mirror directory: no move was begun
         if moved is None:
             return False
         entry = None
@@ -212,14 +297,32 @@ class SpoolUploader:
             self.journal.list_recovered([entry])
         return True
 
-    @staticmethod
-    def _check_unchanged(source: Source, claim: Claim) -> None:
-        if not unchanged_since(source):
-            raise ChangedDuringUploadError(
-                "changed while uploading; left in new/ for the next run",
-                path=source.path,
-                hint=f"same key {claim.key}",
+    def _check_unchanged(self, source: Source, claim: Claim, result: UploadResult) -> None:
+        state = source_state(source)
+        if state == "unchanged":
+            return
+        if state == "moved":
+            # The object is complete: if the producer moved the file within new/, the next run
+            # finds it by its inode and only moves it (``_adopt``); no second object.
+            self.journal.mark_uploaded(
+                claim.name, source.size, source.st.st_mtime_ns, result.etag, result.checksum
             )
+            with self._done_lock:
+                self._orphans[(source.st.st_dev, source.st.st_ino)] = self.journal.claims[
+                    claim.name
+                ]
+            raise ChangedDuringUploadError(
+                "changed while uploading: moved or deleted before it reached completed/; its "
+                "object is complete, and the next run moves it without a second upload if it "
+                "is still in new/",
+                path=source.path,
+                hint=f"key {claim.key}",
+            )
+        raise ChangedDuringUploadError(
+            "changed while uploading; left in new/ for the next run",
+            path=source.path,
+            hint=f"same key {claim.key}",
+        )
 
     def _handle_failure(self, path: Path, uri: str, exc: Exception) -> None:
         """Report a failed file and decide whether the run goes on. The event carries the
@@ -294,20 +397,31 @@ class SpoolUploader:
         return result, seconds
 
     def _move(
-        self, source: Source, claim: Claim, result: UploadResult, uri: str, seconds: float | None
+        self,
+        source: Source,
+        here: At,
+        there: At,
+        reldir: str,
+        claim: Claim,
+        result: UploadResult,
+        uri: str,
+        seconds: float | None,
     ) -> None:
-        dst = self.fs.move_to_completed(source.path, self.completed, self.config.marker_suffix)
+        dst = self.fs.move(here, source.path.name, there, self.config.marker_suffix)
         with contextlib.suppress(OSError):
             # Retention (--delete-after) counts from completion, not from the producer's write.
-            os.utime(dst, follow_symlinks=False)
+            there.touch(dst.name)
         crash_point("after_move")
         self.state.success()
+        completed_as = f"{reldir}/{dst.name}" if reldir else dst.name
         completion = Completion(
-            claim.name, dst.name, claim.key, result.size, result.etag, result.checksum,
+            claim.name, completed_as, claim.key, result.size, result.etag, result.checksum,
             source.st.st_mtime_ns, time.time_ns(),
         )  # fmt: skip
         with self._done_lock:
             self._done.append(completion)
+            if reldir:
+                self._dirs.add(reldir)
             due = len(self._done) >= FLUSH_EVERY
         resumed = seconds is None
         self.bus.emit(FileUploaded(source.path, uri, result.size, seconds or 0.0, resumed=resumed))
@@ -320,10 +434,14 @@ class SpoolUploader:
         with self._flush_lock:
             with self._done_lock:
                 done, self._done = self._done, []
+                dirs, self._dirs = self._dirs, set()
             if not done:
                 return
             fsync_dir(self.new)
             fsync_dir(self.completed)
+            for reldir in dirs:
+                _fsync_beneath(self.new, reldir)
+                _fsync_beneath(self.completed, reldir)
             bucket = None if self._listing is None else self._listing.bucket
             self.journal.complete(done, manifest_bucket=bucket)
 
@@ -332,6 +450,19 @@ class SpoolUploader:
 
     def _fail(self, path: Path, uri: str | None, kind: ErrorKind, message: str) -> None:
         self.bus.emit(FileFailed(path, uri, kind, message))
+
+
+def _fsync_beneath(root: Path, reldir: str) -> None:
+    """fsync ``root/reldir`` (reached without following a symlink), unless it is gone: a
+    producer may remove a directory of ``new/`` it emptied; nothing is left to make durable."""
+    try:
+        fd = open_beneath(root, reldir)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, ...]]:
@@ -343,11 +474,14 @@ def batched(items: Iterable[Candidate], size: int) -> Iterator[tuple[Candidate, 
 
 def recover_killed_run(
     journal: Journal, destination: Destination, new: Path, listing: Listing | None = None
-) -> None:
+) -> dict[Inode, Claim]:
     """Before claiming anything: abort multipart uploads a killed run left open, and drop
     claims whose file is gone, moved or replaced by another inode. With ``listing``
     (``--manifest``), a file whose claim is left because a killed run moved it to
-    ``completed/`` before committing its completion is queued for the manifest."""
+    ``completed/`` before committing its completion is queued for the manifest. An *uploaded*
+    claim whose file is gone otherwise is kept and returned by inode (an orphan): its file may
+    have moved within ``new/`` after its upload, and ``SpoolUploader`` adopts it where the
+    scan finds it (or forgets it after a whole scan did not)."""
     stale: list[str] = []
     gone: list[Claim] = []
     for name, claim in list(journal.claims.items()):
@@ -362,20 +496,24 @@ def recover_killed_run(
             journal.set_upload_id(name, None)
         try:
             st = os.lstat(new / name)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             gone.append(claim)
             continue
         if not claim.is_for(st):
             stale.append(name)
     if listing is not None:
-        journal.list_recovered(listing.find_moved(gone))
-    journal.drop_claims([*stale, *(claim.name for claim in gone)])
+        journal.list_recovered(listing.find_moved(gone))  # their claims are dropped
+    gone = [claim for claim in gone if claim.name in journal.claims]
+    orphans = {(c.dev, c.ino): c for c in gone if c.state == "uploaded"}
+    journal.drop_claims([*stale, *(c.name for c in gone if c.state != "uploaded")])
+    return orphans
 
 
 def key_for(config: Config, candidate: Candidate, spool_token: str, now: float) -> str:
     """Render and validate the object key a file gets at its first claim (``FileError``)."""
     st = candidate.st
     facts = FileFacts(
+        relpath=candidate.relpath,
         name=candidate.name,
         spool_dir=spool_token,
         mtime=whole_seconds(st.st_mtime_ns),

@@ -3,11 +3,13 @@
 Entries are read with ``os.scandir`` and ``lstat`` (never following symlinks) and yielded
 oldest-first within windows of ``window`` entries: a spool of a million files starts uploading
 after the first window instead of after a full sort, and memory stays bounded. Across windows
-the order is the directory's own.
+the order is the directory's own. With ``--recursive`` the walk (``spoolfs.walk``) streams the
+tree into the same windows: a window may hold files of several directories.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spool_tool.filters import PathFilter
-from spool_tool.spoolfs import entry_kind, iter_entries
+from spool_tool.spoolfs import WalkError, entry_kind, walk
 
 SCAN_WINDOW = 8192
 # A file whose mtime is this far ahead of our clock is reported as being "in the future".
@@ -34,6 +36,15 @@ class ScanOptions:
 
     path_filter: PathFilter = field(default_factory=PathFilter)
     marker_suffix: str | None = None
+    max_depth: int | None = 1  # 1: new/ alone; --recursive: --max-depth, None for no limit
+
+    def walk(
+        self, directory: Path | int, on_error: WalkError | None = None
+    ) -> Iterator[tuple[str, os.stat_result]]:
+        """``spoolfs.walk`` of ``new/`` (or ``completed/``) to this job's depth; subtrees an
+        ``--exclude`` matches whole are not entered."""
+        skip = self.path_filter.excludes_dir if self.path_filter.excludes else None
+        return walk(directory, max_depth=self.max_depth, skip_dir=skip, on_error=on_error)
 
     def exclusion_reason(self, relpath: str) -> str | None:
         """Why the file is left alone (never opened, moved or deleted), or None. A marker is
@@ -72,14 +83,25 @@ def has_marker(path: Path, suffix: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """An eligible file as seen by ``lstat`` when scanned."""
+    """An eligible file as seen by ``lstat`` when scanned; ``relpath`` is its path relative to
+    ``new/`` (``/``-separated; the name alone for a file directly in ``new/``)."""
 
     path: Path
     st: os.stat_result
+    relpath: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.relpath:
+            object.__setattr__(self, "relpath", self.path.name)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def reldir(self) -> str:
+        """The directory part of ``relpath`` (``""`` directly in ``new/``)."""
+        return self.relpath.rpartition("/")[0]
 
 
 def is_old_enough(st: os.stat_result, hold_for_seconds: float, now: float) -> bool:
@@ -108,9 +130,19 @@ def iter_eligible(
     ready markers and files still waiting for theirs are reported at debug level only.
 
     ``new_dir`` is opened by the call itself: a directory that cannot be read raises
-    ``OSError`` here, before anything is yielded, so the caller can report that spool alone."""
-    entries = iter_entries(new_dir)
-    return _windows(entries, hold_for_seconds, now, on_skip, on_window, window, options)
+    ``OSError`` here, before anything is yielded, so the caller can report that spool alone.
+    A subdirectory that cannot be entered (``--recursive``) is reported to ``on_skip``."""
+
+    def unreadable(relpath: str, exc: OSError) -> None:
+        if on_skip is None:
+            return
+        if exc.errno == errno.ENOTDIR:  # swapped for a symlink (or a file) since it was listed
+            on_skip(new_dir / relpath, "no longer a directory (symlinks are not followed)", False)
+        else:
+            on_skip(new_dir / relpath, f"cannot read the directory: {exc.strerror}", True)
+
+    entries = options.walk(new_dir, unreadable)
+    return _windows(new_dir, entries, hold_for_seconds, now, on_skip, on_window, window, options)
 
 
 def future_mtime_reason(hold_for_seconds: float) -> str:
@@ -122,7 +154,8 @@ def future_mtime_reason(hold_for_seconds: float) -> str:
 
 
 def _windows(
-    entries: Iterator[tuple[os.DirEntry[str], os.stat_result]],
+    new_dir: Path,
+    entries: Iterator[tuple[str, os.stat_result]],
     hold_for_seconds: float,
     now: float,
     on_skip: SkipReporter | None,
@@ -131,9 +164,9 @@ def _windows(
     options: ScanOptions,
 ) -> Iterator[Candidate]:
     batch: list[Candidate] = []
-    for entry, st in entries:
-        path = Path(entry.path)
-        passed = _not_a_candidate(options, path, st)
+    for relpath, st in entries:
+        path = new_dir / relpath
+        passed = _not_a_candidate(options, relpath, path, st)
         if passed is not None:
             if on_skip is not None:
                 on_skip(path, passed, False)
@@ -142,24 +175,26 @@ def _windows(
             on_skip(path, future_mtime_reason(hold_for_seconds), True)
         if not is_old_enough(st, hold_for_seconds, now):
             continue
-        batch.append(Candidate(path, st))
+        batch.append(Candidate(path, st, relpath))
         if len(batch) >= window:
             yield from _window(batch, on_window, last=False)
             batch = []
     yield from _window(batch, on_window, last=True)
 
 
-def _not_a_candidate(options: ScanOptions, path: Path, st: os.stat_result) -> str | None:
+def _not_a_candidate(
+    options: ScanOptions, relpath: str, path: Path, st: os.stat_result
+) -> str | None:
     """Why an entry is left alone before any time check (excluded, not a regular file, a ready
     marker, waiting for its marker), or None."""
-    excluded = options.exclusion_reason(path.name)
+    excluded = options.exclusion_reason(relpath)
     if excluded is not None:
         return excluded
     if not stat.S_ISREG(st.st_mode):
         return f"not a regular file ({entry_kind(st.st_mode)})"
     if options.marker_suffix is None:
         return None
-    if options.is_marker(path.name):
+    if options.is_marker(relpath):
         return "a ready marker (never uploaded)"
     if not options.is_ready(path, st):
         return f"waiting for its marker {path.name}{options.marker_suffix}"
@@ -175,4 +210,4 @@ def _window(
 
 
 def _oldest_first(batch: list[Candidate]) -> list[Candidate]:
-    return sorted(batch, key=lambda c: (c.st.st_mtime_ns, c.path.name))
+    return sorted(batch, key=lambda c: (c.st.st_mtime_ns, c.relpath))
