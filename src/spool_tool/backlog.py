@@ -23,7 +23,11 @@ Definitions (SPEC section 7):
   be read: "SPOOL/new: cannot read the directory: Permission denied"; the journal is damaged);
   every count is then 0.
 
-Directories are streamed (``spoolfs.regular_entries``): memory stays constant for a million
+* With ``--recursive`` every count covers the tree below ``new/`` (and ``completed/``) to
+  ``--max-depth``, as the scan and cleanup walk it; filters and markers judge the path
+  relative to ``new/``.
+
+Directories are streamed (``spoolfs.walk``): memory stays constant for a million
 files. An entry that vanishes between ``readdir`` and ``lstat`` is simply not counted.
 """
 
@@ -43,7 +47,7 @@ from spool_tool.display import display_name
 from spool_tool.errors import FatalError
 from spool_tool.journal import Journal
 from spool_tool.scan import ScanOptions, is_old_enough
-from spool_tool.spoolfs import COMPLETED, NEW, regular_entries
+from spool_tool.spoolfs import COMPLETED, NEW
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -143,25 +147,28 @@ def _measure(
     files = size = eligible = excluded = excluded_bytes = 0
     oldest_mtime = math.inf
     new_dir = spool_dir / NEW
-    for entry, st in regular_entries(new_dir):
-        if options.exclusion_reason(entry.name) is not None:
+    for relpath, st in options.walk(new_dir):
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if options.exclusion_reason(relpath) is not None:
             excluded += 1
             excluded_bytes += st.st_size
             continue
-        if options.is_marker(entry.name):
+        if options.is_marker(relpath):
             continue
         files += 1
         size += st.st_size
-        if is_old_enough(st, hold_for_seconds, now) and options.is_ready(new_dir / entry.name, st):
+        if is_old_enough(st, hold_for_seconds, now) and options.is_ready(new_dir / relpath, st):
             eligible += 1
         oldest_mtime = min(oldest_mtime, st.st_mtime)
 
     completed_files = completed_bytes = 0
     completed_dir = spool_dir / COMPLETED
     if _is_dir(completed_dir):
-        for _, st in regular_entries(completed_dir):
-            completed_files += 1
-            completed_bytes += st.st_size
+        for _, st in options.walk(completed_dir):
+            if stat.S_ISREG(st.st_mode):
+                completed_files += 1
+                completed_bytes += st.st_size
 
     return Backlog(
         spool_dir=str(spool_dir),

@@ -1,14 +1,21 @@
 """The cleanup phase: delete regular files in ``completed/`` older than ``--delete-after``.
 
-Never follows symlinks, never recurses, never touches anything outside ``completed/``:
-entries are unlinked by name relative to an open descriptor of ``completed/`` itself.
+Never follows symlinks, never touches anything outside ``completed/``: entries are unlinked by
+name relative to an open descriptor of ``completed/`` itself. Without ``--recursive`` it never
+recurses; with it, it walks ``completed/`` as the scan walks ``new/`` (``spoolfs.walk``: each
+subdirectory opened from its parent with ``O_NOFOLLOW``), unlinks relative to the file's own
+directory, and then removes the subdirectories it emptied (never ``completed/`` itself, never
+one that holds anything: ``rmdir`` refuses).
 With ``--verify-before-delete`` each file's object is HEADed first (size and checksum against
 the ledger) and the file is kept when the object is missing or no longer matches.
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -17,7 +24,7 @@ from spool_tool.crashpoints import crash_point
 from spool_tool.errors import SpoolToolError
 from spool_tool.events import DeleteFailed, EventBus, FileDeleted, SpoolSkipped
 from spool_tool.scan import ScanOptions
-from spool_tool.spoolfs import regular_entries
+from spool_tool.spoolfs import open_beneath
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,6 +32,8 @@ if TYPE_CHECKING:
     from spool_tool.destinations.base import ObjectInfo
     from spool_tool.journal import Journal, LedgerEntry
     from spool_tool.spoolfs import SpoolFS
+
+log = logging.getLogger(__name__)
 
 Head = Callable[[str], "ObjectInfo | None"]
 VERIFY_CONCURRENCY = 16
@@ -39,13 +48,15 @@ def is_expired(st: os.stat_result, delete_after_seconds: float, now: float) -> b
 def _iter_expired(
     dir_fd: int, delete_after_seconds: float, now: float, options: ScanOptions
 ) -> Iterator[str]:
-    """Expired regular files, except those ``options`` excludes (never deleted)."""
-    for entry, st in regular_entries(dir_fd):
+    """Paths (relative to ``completed/``) of expired regular files, except those ``options``
+    excludes (never deleted)."""
+    for relpath, st in options.walk(dir_fd):
         if (
-            is_expired(st, delete_after_seconds, now)
-            and options.exclusion_reason(entry.name) is None
+            stat.S_ISREG(st.st_mode)
+            and is_expired(st, delete_after_seconds, now)
+            and options.exclusion_reason(relpath) is None
         ):
-            yield entry.name
+            yield relpath
 
 
 class _Deleter:
@@ -58,26 +69,69 @@ class _Deleter:
         self.bus = bus
         self.journal = journal
         self.deleted: list[str] = []
+        self._emptied: set[str] = set()  # subdirectories (relative) a file was deleted from
 
-    def delete(self, name: str) -> bool:
-        """Delete (or, in a dry run, report) one file; False when it was not deleted."""
-        path = self.completed / name
+    def delete(self, relpath: str) -> bool:
+        """Delete (or, in a dry run, report) one file, by its path relative to ``completed/``
+        (a file in a subdirectory is unlinked relative to that directory, reached without
+        following a symlink); False when it was not deleted."""
+        path = self.completed / relpath
+        reldir, _, name = relpath.rpartition("/")
         try:
-            self.fs.delete(self.dir_fd, name)
+            self._unlink(reldir, name)
         except FileNotFoundError:
             return False
         except OSError as exc:
             self.bus.emit(DeleteFailed(path, f"{path}: cannot delete: {exc.strerror}"))
             return False
-        self.deleted.append(name)
+        self.deleted.append(relpath)
+        if reldir:
+            self._emptied.add(reldir)
         self.bus.emit(FileDeleted(path, dry_run=self.fs.dry_run))
         crash_point("mid_cleanup")
         return True
 
+    def _unlink(self, reldir: str, name: str) -> None:
+        if not reldir:
+            self.fs.delete(self.dir_fd, name)
+            return
+        fd = open_beneath(self.dir_fd, reldir)  # ENOTDIR: not a directory (a symlink) any more
+        try:
+            self.fs.delete(fd, name)
+        finally:
+            os.close(fd)
+
     def finish(self) -> None:
-        os.close(self.dir_fd)
+        try:
+            if not self.fs.dry_run:
+                self._remove_emptied()
+        finally:
+            os.close(self.dir_fd)
         if self.journal is not None and not self.fs.dry_run:
             self.journal.forget_completed(self.deleted)
+
+    def _remove_emptied(self) -> None:
+        """Remove the subdirectories this cleanup emptied, deepest first, and then their
+        parents that this leaves empty; ``rmdir`` keeps any that still holds an entry."""
+        pending = [(-d.count("/"), d) for d in self._emptied]
+        heapq.heapify(pending)
+        seen = set(self._emptied)
+        while pending:
+            _, reldir = heapq.heappop(pending)
+            parent, _, name = reldir.rpartition("/")
+            try:
+                fd = open_beneath(self.dir_fd, parent)
+            except OSError:
+                continue
+            try:
+                removed = self.fs.remove_dir(fd, name)
+            finally:
+                os.close(fd)
+            if removed:
+                log.debug("removed the emptied directory %s", self.completed / reldir)
+                if parent and parent not in seen:
+                    seen.add(parent)
+                    heapq.heappush(pending, (-parent.count("/"), parent))
 
 
 def _open_dir(completed: Path, bus: EventBus) -> int | None:

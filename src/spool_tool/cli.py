@@ -243,9 +243,11 @@ def _status(paths: tuple[str, ...], run: Layer, jobs: list[dict[str, Setting]], 
 
 
 def _backlog_query(spool: Path, settings: Layer) -> BacklogQuery:
+    recursive = _value(settings, "recursive")
     options = ScanOptions(
         PathFilter(_value(settings, "include"), _value(settings, "exclude")),
         _value(settings, "require_marker"),
+        _value(settings, "max_depth") if recursive else 1,
     )
     root = _value(settings, "state_dir")
     state_dir = None if root is None else state_dir_for(spool, root)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import heapq
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spool_tool.cleanup import Head, _Deleter, _mismatch, _open_dir
 from spool_tool.events import DeleteFailed
-from spool_tool.scan import SCAN_WINDOW
-from spool_tool.spoolfs import regular_entries
+from spool_tool.scan import SCAN_WINDOW, ScanOptions
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,15 +60,18 @@ def free_space(where: int | Path, statvfs: StatVFS = os.statvfs) -> FreeSpace:
     return FreeSpace(result.f_bavail * result.f_frsize, result.f_blocks * result.f_frsize)
 
 
-def _oldest(dir_fd: int, limit: int) -> list[tuple[int, str, int]]:
-    """Up to ``limit`` regular files of ``completed/`` as (mtime_ns, name, bytes on disk),
-    oldest first (the mtime of a completed file is its completion time). A file with other
-    hard links frees nothing when unlinked here, so it is left alone."""
+def _oldest(dir_fd: int, limit: int, options: ScanOptions) -> list[tuple[int, str, int]]:
+    """Up to ``limit`` regular files of ``completed/`` (with ``--recursive``, of its tree) as
+    (mtime_ns, path relative to it, bytes on disk), oldest first (the mtime of a completed
+    file is its completion time). A file with other hard links frees nothing when unlinked
+    here, so it is left alone; so is one ``--exclude`` names."""
 
     entries = (
-        (st.st_mtime_ns, entry.name, st.st_blocks * 512)
-        for entry, st in regular_entries(dir_fd)
-        if st.st_nlink == 1
+        (st.st_mtime_ns, relpath, st.st_blocks * 512)
+        for relpath, st in options.walk(dir_fd)
+        if stat.S_ISREG(st.st_mode)
+        and st.st_nlink == 1
+        and options.exclusion_reason(relpath) is None
     )
     return heapq.nsmallest(limit, entries)
 
@@ -82,6 +85,7 @@ def delete_for_space(
     journal: Journal | None,
     head: Head | None = None,
     statvfs: StatVFS = os.statvfs,
+    options: ScanOptions = ScanOptions(),  # noqa: B008 - frozen, shared safely
 ) -> SpaceReport | None:
     """Delete the oldest completed files until free space reaches ``min_free``'s watermark.
 
@@ -97,7 +101,7 @@ def delete_for_space(
         mark = min_free.watermark(space.total)
         freed_in_dry_run = 0
         while space.free + freed_in_dry_run < mark:
-            window = _oldest(dir_fd, SCAN_WINDOW)
+            window = _oldest(dir_fd, SCAN_WINDOW, options)
             kept = 0
             for _, name, blocks in window:
                 if space.free + freed_in_dry_run >= mark:

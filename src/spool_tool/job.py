@@ -35,6 +35,7 @@ from spool_tool.journal import Journal, SpoolBusyError
 from spool_tool.keys import normalise_spool_dir
 from spool_tool.manifest import Listing, ManifestWriter, example_uri
 from spool_tool.pipeline import SpoolUploader, key_for, recover_killed_run
+from spool_tool.prune import prune_empty_dirs
 from spool_tool.scan import Candidate, iter_eligible
 from spool_tool.spoolfs import COMPLETED, NEW, SpoolFS
 
@@ -175,13 +176,17 @@ def _make_room(
         bus=bus,
         journal=journal,
         head=head,
+        options=config.scan_options,
     )
     if report is None:
         return
     free, total, mark = report.space.free, report.space.total, report.watermark
     bus.emit(FilesystemMeasured(spool, free, total, mark, report.deleted))
     if report.short:
-        waiting = measure_backlog(spool, hold_for_seconds=0, now=time.time()).bytes_waiting
+        backlog = measure_backlog(
+            spool, hold_for_seconds=0, now=time.time(), options=config.scan_options
+        )
+        waiting = backlog.bytes_waiting
         bus.emit(DiskPressure(spool, free, total, mark, waiting))
 
 
@@ -193,7 +198,24 @@ def _upload_spool(
     state: RunState,
     destination: Destination,
 ) -> None:
-    """One spool's upload phase, with the spool's lock held: scan, pre-flight, recover, ship."""
+    """One spool's upload phase, with the spool's lock held: scan, pre-flight, recover, ship;
+    then ``--prune-empty-dirs``."""
+    _ship_spool(spool, journal, config, bus, state, destination)
+    if config.prune_empty_dirs and not state.stopping:
+        older_than = time.time() - config.hold_for * 60
+        prune_empty_dirs(
+            spool / NEW, older_than=older_than, fs=SpoolFS(), options=config.scan_options
+        )
+
+
+def _ship_spool(
+    spool: Path,
+    journal: Journal,
+    config: Config,
+    bus: EventBus,
+    state: RunState,
+    destination: Destination,
+) -> None:
     fs = SpoolFS()
     fs.ensure_dir(spool / COMPLETED)
     candidates = _eligible(config, spool, bus, time.time())

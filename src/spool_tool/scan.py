@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spool_tool.filters import PathFilter
-from spool_tool.spoolfs import WalkError, entry_kind, walk
+from spool_tool.spoolfs import WalkError, entry_kind, subdirectories, walk
 
 SCAN_WINDOW = 8192
 # A file whose mtime is this far ahead of our clock is reported as being "in the future".
@@ -43,8 +43,16 @@ class ScanOptions:
     ) -> Iterator[tuple[str, os.stat_result]]:
         """``spoolfs.walk`` of ``new/`` (or ``completed/``) to this job's depth; subtrees an
         ``--exclude`` matches whole are not entered."""
-        skip = self.path_filter.excludes_dir if self.path_filter.excludes else None
-        return walk(directory, max_depth=self.max_depth, skip_dir=skip, on_error=on_error)
+        return walk(directory, max_depth=self.max_depth, skip_dir=self._skip, on_error=on_error)
+
+    def subdirectories(self, directory: Path, start: str = "") -> list[tuple[str, float]]:
+        """The subdirectories ``walk`` enters (below ``start``), with their mtimes
+        (``spoolfs.subdirectories``)."""
+        return subdirectories(directory, max_depth=self.max_depth, skip_dir=self._skip, start=start)
+
+    @property
+    def _skip(self) -> Callable[[str], bool] | None:
+        return self.path_filter.excludes_dir if self.path_filter.excludes else None
 
     def exclusion_reason(self, relpath: str) -> str | None:
         """Why the file is left alone (never opened, moved or deleted), or None. A marker is

@@ -163,13 +163,55 @@ def _next_subdir(
     return None
 
 
-def open_beneath(root: Path, reldir: str, *, create: bool = False) -> int:
+def subdirectories(
+    root: Path,
+    *,
+    max_depth: int | None,
+    skip_dir: Callable[[str], bool] | None = None,
+    start: str = "",
+) -> list[tuple[str, float]]:
+    """Every directory ``walk`` would enter below ``root/start``, as (path relative to
+    ``root``, mtime), each after its parent. Listed by ``d_type`` (no ``lstat`` of the files:
+    a huge directory costs a ``readdir``), each opened from ``root`` without following a
+    symlink; one that cannot be opened is left out."""
+    found: list[tuple[str, float]] = []
+    pending = [start]
+    while pending:
+        reldir = pending.pop()
+        depth = reldir.count("/") + 2 if reldir else 1  # the depth of the entries inside it
+        if max_depth is not None and depth >= max_depth:
+            continue  # its subdirectories are beyond the walk's reach
+        try:
+            fd = open_beneath(root, reldir)
+        except OSError:
+            continue
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    rel = f"{reldir}/{entry.name}" if reldir else entry.name
+                    if not entry.is_dir(follow_symlinks=False) or (skip_dir and skip_dir(rel)):
+                        continue
+                    try:
+                        mtime = entry.stat(follow_symlinks=False).st_mtime
+                    except FileNotFoundError:
+                        continue
+                    found.append((rel, mtime))
+                    pending.append(rel)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return found
+
+
+def open_beneath(root: Path | int, reldir: str, *, create: bool = False) -> int:
     """A descriptor of ``root/reldir``, each component opened relative to the one before with
-    ``O_NOFOLLOW`` (``root`` itself is opened as configured: it may be a symlink). With
+    ``O_NOFOLLOW`` (``root``, a path or a descriptor, is taken as configured: it may be a
+    symlink). With
     ``create`` missing components are made, and each parent fsynced at once, so that a file
     linked below them is durable once its own directory is. ``OSError`` otherwise
     (``ENOTDIR``: a component is a symlink or a file)."""
-    fd = os.open(root, _DIR_FLAGS)
+    fd = os.dup(root) if isinstance(root, int) else os.open(root, _DIR_FLAGS)
     try:
         for part in reldir.split("/") if reldir else ():
             if create:

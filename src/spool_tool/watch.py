@@ -3,7 +3,8 @@
 Each cycle is a normal run (upload phase, then cleanup when due). Between cycles the daemon
 waits for the first of: a filesystem notification in a ``new/`` directory (inotify, Linux), the
 moment a held file becomes eligible (``--hold-for``), or ``--interval`` seconds (the periodic
-rescan, which is also the fallback where notifications are unavailable). A cycle that ended on
+rescan, which is also the fallback where notifications are unavailable, or where the inotify
+watch limit left a subdirectory of a ``--recursive`` spool without a watch). A cycle that ended on
 an S3 failure backs off exponentially (5 s doubling to 5 min) instead of spinning. SIGTERM or
 SIGINT stops claiming, lets in-flight uploads finish (``run.STOP_GRACE_SECONDS``), and the daemon
 exits 0. A cycle is logged only when it did something; an idle daemon logs a heartbeat.
@@ -13,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import stat
 import time
 from typing import TYPE_CHECKING
 
 from spool_tool.events import DaemonIdle, RunFinished, Summary
-from spool_tool.spoolfs import regular_entries
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from spool_tool.run import Runner
+    from spool_tool.scan import ScanOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +37,120 @@ DEBOUNCE = 0.05  # collect a burst of notifications into one cycle
 HEARTBEAT_SECONDS = 300.0  # an idle daemon logs that it is alive this often (not every cycle)
 
 
-class Notifier:
-    """inotify on every ``new/`` directory; ``changed`` is set when a file lands or closes."""
+WATCH_LIMIT_HINT = "fs.inotify.max_user_watches"
 
-    def __init__(self, directories: list[Path]) -> None:
+
+class Notifier:
+    """inotify on every ``new/`` directory; ``changed`` is set when a file lands or closes.
+
+    With ``--recursive`` each subdirectory a scan would enter is watched too, from the start
+    and as it appears (created or moved in: it is watched, with what is below it, and a cycle
+    follows). When the kernel's watch limit is reached (``ENOSPC``), one warning says so and
+    the directories left without a watch are picked up by the periodic rescan (``--interval``).
+    ``max_watches`` lowers that limit (tests cannot change the kernel's)."""
+
+    def __init__(
+        self, spools: list[tuple[Path, ScanOptions]], *, max_watches: int | None = None
+    ) -> None:
         self.changed = asyncio.Event()
         self._inotify: object | None = None
+        self._dirs: dict[int, tuple[Path, str, ScanOptions]] = {}  # wd -> (new/, reldir, ...)
+        self._max_watches = max_watches
+        self.limited = False  # the watch limit was reached: rescans cover the rest
         try:
             import inotify_simple  # noqa: PLC0415 - Linux only
 
+            self._flags = inotify_simple.flags
             inotify = inotify_simple.INotify()
-            mask = (
-                inotify_simple.flags.CLOSE_WRITE
-                | inotify_simple.flags.MOVED_TO
-                | inotify_simple.flags.ATTRIB
-            )
-            for directory in directories:
-                if directory.is_dir():
-                    inotify.add_watch(directory, mask)
+            self._inotify = inotify
+            for new, options in spools:
+                if new.is_dir():
+                    self._watch_tree(new, "", options, follow=True)
         except (ImportError, OSError) as exc:
+            opened, self._inotify = self._inotify, None
+            if opened is not None:
+                opened.close()  # type: ignore[union-attr]
             log.warning("file notifications unavailable (%s): rescanning every interval", exc)
             return
-        self._inotify = inotify
         asyncio.get_running_loop().add_reader(inotify.fileno(), self._drain)
 
     @property
     def active(self) -> bool:
         return self._inotify is not None
 
+    def _mask(self, options: ScanOptions, follow: bool) -> int:
+        flags = self._flags
+        mask = flags.CLOSE_WRITE | flags.MOVED_TO | flags.ATTRIB
+        if options.max_depth != 1:
+            mask |= flags.CREATE  # a subdirectory appears (files: their CLOSE_WRITE counts)
+        if not follow:
+            mask |= flags.DONT_FOLLOW | flags.ONLYDIR  # never a symlink below new/
+        return int(mask)
+
+    def _watch_tree(self, new: Path, reldir: str, options: ScanOptions, *, follow: bool) -> None:
+        """Watch ``new/reldir`` and the subdirectories a scan enters below it. ``new/`` itself
+        may be a symlink (as configured); nothing below it is followed."""
+        if not self._add(new, reldir, options, follow=follow) or options.max_depth == 1:
+            return
+        for rel, _ in options.subdirectories(new, start=reldir):
+            if not self._add(new, rel, options, follow=False):
+                return
+
+    def _add(self, new: Path, reldir: str, options: ScanOptions, *, follow: bool) -> bool:
+        """Add one watch; False (and one warning for the daemon's life) at the watch limit."""
+        if self.limited:
+            return False
+        try:
+            wd = self._add_watch(new / reldir if reldir else new, self._mask(options, follow))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                if not reldir:
+                    raise  # new/ itself: notifications unavailable
+                return True  # gone, or a symlink now (ONLYDIR|DONT_FOLLOW): nothing to watch
+            self.limited = True
+            log.warning(
+                "inotify watch limit reached (%s) at %s: directories without a watch are "
+                "rescanned every --interval",
+                WATCH_LIMIT_HINT,
+                new / reldir,
+            )
+            return False
+        self._dirs[wd] = (new, reldir, options)
+        return True
+
+    def _add_watch(self, path: Path, mask: int) -> int:
+        """``inotify_add_watch``; ``ENOSPC`` also once ``max_watches`` are held."""
+        if self._max_watches is not None and len(self._dirs) >= self._max_watches:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        assert self._inotify is not None
+        wd: int = self._inotify.add_watch(path, mask)  # type: ignore[attr-defined]
+        return wd
+
     def _drain(self) -> None:
         assert self._inotify is not None
-        if self._inotify.read(timeout=0):  # type: ignore[attr-defined]
-            self.changed.set()
+        flags = self._flags
+        for event in self._inotify.read(timeout=0):  # type: ignore[attr-defined]
+            if event.mask & flags.IGNORED:
+                self._dirs.pop(event.wd, None)  # the directory went away
+                continue
+            if event.mask & flags.ISDIR:
+                where = self._dirs.get(event.wd)
+                if where is not None and event.mask & (flags.CREATE | flags.MOVED_TO):
+                    new, reldir, options = where
+                    rel = f"{reldir}/{event.name}" if reldir else event.name
+                    self._watch_new_dir(new, rel, options)
+                    self.changed.set()
+                continue
+            if not event.mask & flags.CREATE:  # a file is only ready once closed or moved in
+                self.changed.set()
+
+    def _watch_new_dir(self, new: Path, reldir: str, options: ScanOptions) -> None:
+        depth = reldir.count("/") + 1  # of the directory; its files are one deeper
+        if options.max_depth is not None and depth >= options.max_depth:
+            return
+        if options.path_filter.excludes_dir(reldir):
+            return
+        self._watch_tree(new, reldir, options, follow=False)
 
     def close(self) -> None:
         if self._inotify is not None:
@@ -73,14 +159,16 @@ class Notifier:
             self._inotify = None
 
 
-def next_eligible_at(new_dirs: list[tuple[Path, float]], now: float) -> float | None:
+def next_eligible_at(new_dirs: list[tuple[Path, float, ScanOptions]], now: float) -> float | None:
     """The earliest time a file held by ``--hold-for`` becomes eligible (None: none held)."""
     earliest: float | None = None
-    for new, hold_for in new_dirs:
+    for new, hold_for, options in new_dirs:
         if hold_for <= 0:
             continue
         try:
-            for _, st in regular_entries(new):
+            for _, st in options.walk(new):
+                if not stat.S_ISREG(st.st_mode):
+                    continue
                 due = st.st_mtime + hold_for
                 if due > now and (earliest is None or due < earliest):
                     earliest = due
@@ -95,11 +183,11 @@ async def watch(runner: Runner, *, interval: float) -> Summary:
     Only cycles that did something are reported (``RunFinished.report``); an idle daemon says
     it is alive every ``HEARTBEAT_SECONDS`` instead of once per cycle."""
     held = [
-        (spool / "new", job.config.hold_for * 60)
+        (spool / "new", job.config.hold_for * 60, job.config.scan_options)
         for job in runner.jobs
         for spool in job.config.spool_dirs
     ]
-    notifier = Notifier([new for new, _ in held])
+    notifier = Notifier([(new, options) for new, _, options in held])
     summary = Summary(mode=runner.state.mode)
     backoff = 0.0
     last_cleanup = 0.0
@@ -143,7 +231,7 @@ def _heartbeat(runner: Runner, summary: Summary, last_report: float, spools: int
 async def _wait(
     runner: Runner,
     notifier: Notifier,
-    held: list[tuple[Path, float]],
+    held: list[tuple[Path, float, ScanOptions]],
     interval: float,
     backoff: float,
 ) -> None:
