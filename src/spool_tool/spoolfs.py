@@ -581,9 +581,14 @@ class SpoolFS:
     def remove_dir(self, directory_fd: int, name: str) -> bool:
         """Remove the empty directory ``name`` relative to an open directory; False when it is
         not empty (a producer may just have created a file in it), gone or not a directory."""
-        if self.dry_run:
-            return True
         try:
+            if self.dry_run:
+                fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=directory_fd)
+                try:
+                    with os.scandir(fd) as entries:
+                        return next(entries, None) is None  # what rmdir would say
+                finally:
+                    os.close(fd)
             os.rmdir(name, dir_fd=directory_fd)
         except OSError:
             return False
