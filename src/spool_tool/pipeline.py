@@ -175,11 +175,8 @@ class SpoolUploader:
         fresh: list[Claim] = []
         for candidate in batch:
             st = candidate.st
-            inode = (st.st_dev, st.st_ino)
-            with self._done_lock:
-                elsewhere = self._in_flight.get(inode, candidate.relpath) != candidate.relpath
-            if elsewhere:  # moved while it uploads under its old name: the next run finds it
-                log.debug("%s is in flight under another name", candidate.path)
+            if self._moved_in_flight(candidate):  # the next run finds it (``_adopt``)
+                log.debug("%s is in flight under the name it had", candidate.path)
                 continue
             claim = self.journal.get(candidate.relpath)
             if claim is None and self._orphans:
@@ -193,12 +190,27 @@ class SpoolUploader:
                 claim = Claim(candidate.relpath, st.st_dev, st.st_ino, key)
                 fresh.append(claim)
             with self._done_lock:
-                self._in_flight[inode] = candidate.relpath
+                self._in_flight[(st.st_dev, st.st_ino)] = candidate.relpath
             ready.append((candidate, claim))
         self.journal.add_claims(fresh)
         if fresh:
             crash_point("after_claim")
         return ready
+
+    def _moved_in_flight(self, candidate: Candidate) -> bool:
+        """The file is being uploaded under the name it had before its producer moved it
+        here: claiming it again would upload it twice. (A second hard link, the old name
+        still there, is a file of its own.)"""
+        st = candidate.st
+        with self._done_lock:
+            other = self._in_flight.get((st.st_dev, st.st_ino))
+        if other is None or other == candidate.relpath:
+            return False
+        try:
+            there = os.lstat(self.new / other)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        return (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino)
 
     def _adopt(self, candidate: Candidate) -> Claim | None:
         """The uploaded claim of this inode under the name it had (the producer moved the file

@@ -115,9 +115,10 @@ def _walk(
     on_error: WalkError | None,
 ) -> Iterator[tuple[str, os.stat_result]]:
     stack: list[tuple[int, str, list[str]]] = []  # (descriptor, relpath, subdirs to enter)
-    fd, reldir, depth = root_fd, "", 1
+    fd: int | None = root_fd  # the directory being listed, owned here until it is stacked
+    reldir, depth = "", 1
     try:
-        while True:
+        while fd is not None:
             subdirs: list[str] = []
             for entry, st in iter_entries(fd):
                 rel = f"{reldir}/{entry.name}" if reldir else entry.name
@@ -128,17 +129,16 @@ def _walk(
                     yield rel, st
             subdirs.reverse()  # popped from the end: entered in directory order
             stack.append((fd, reldir, subdirs))
+            fd = None
             child = _next_subdir(stack, on_error)
-            if child is None:
-                return
-            fd, reldir = child
-            depth = reldir.count("/") + 2
+            if child is not None:
+                fd, reldir = child
+                depth = reldir.count("/") + 2
     finally:
+        if fd is not None:
+            os.close(fd)
         for open_fd, _, _ in stack:
             os.close(open_fd)
-        if not stack or stack[-1][0] != fd:
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def _next_subdir(
