@@ -101,6 +101,8 @@ class Job:
             try:
                 with journal:
                     _upload_spool(spool, journal, self.config, bus, state, self.destination)
+                    if self.config.prune_empty_dirs and not state.stopping:
+                        _prune(spool, self.config)
             except FatalError as exc:  # the journal failed mid-phase (damaged, disk full...)
                 if state.request_stop(str(exc)):
                     bus.emit(RunStopped(str(exc)))
@@ -198,24 +200,7 @@ def _upload_spool(
     state: RunState,
     destination: Destination,
 ) -> None:
-    """One spool's upload phase, with the spool's lock held: scan, pre-flight, recover, ship;
-    then ``--prune-empty-dirs``."""
-    _ship_spool(spool, journal, config, bus, state, destination)
-    if config.prune_empty_dirs and not state.stopping:
-        older_than = time.time() - config.hold_for * 60
-        prune_empty_dirs(
-            spool / NEW, older_than=older_than, fs=SpoolFS(), options=config.scan_options
-        )
-
-
-def _ship_spool(
-    spool: Path,
-    journal: Journal,
-    config: Config,
-    bus: EventBus,
-    state: RunState,
-    destination: Destination,
-) -> None:
+    """One spool's upload phase, with the spool's lock held: scan, pre-flight, recover, ship."""
     fs = SpoolFS()
     fs.ensure_dir(spool / COMPLETED)
     candidates = _eligible(config, spool, bus, time.time())
@@ -240,6 +225,12 @@ def _ship_spool(
         uploader.run(itertools.chain([first], candidates))
     if listing is not None and not state.stopping:  # a stopped run's entries: the next run's
         ManifestWriter(spool, journal, destination, config, bus).write()
+
+
+def _prune(spool: Path, config: Config) -> None:
+    """``--prune-empty-dirs``, after the upload phase (the lock still held)."""
+    older_than = time.time() - config.hold_for * 60
+    prune_empty_dirs(spool / NEW, older_than=older_than, fs=SpoolFS(), options=config.scan_options)
 
 
 def _eligible(config: Config, spool: Path, bus: EventBus, now: float) -> Iterator[Candidate] | None:
