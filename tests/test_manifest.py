@@ -197,6 +197,35 @@ def test_sigkill_anywhere_lists_every_object_in_exactly_one_manifest(
     assert_listed_exactly_once(client, s3_bucket)
 
 
+@pytest.mark.parametrize(("point", "skip"), [("after_link", 3), ("after_move", 4)])
+def test_nested_spool_killed_after_moving_lists_relative_paths_exactly_once(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, point: str, skip: int
+) -> None:
+    """--recursive with --manifest: a kill after some files reached completed/<subdir>/ but
+    before their completion was committed; the rerun finds them in the mirrored tree and every
+    object is listed exactly once, its ``source`` the path relative to new/."""
+    new = spool_dir / "new"
+    contents: dict[str, bytes] = {}
+    for sub in ("a", "a/b", "c"):
+        (new / sub).mkdir(parents=True, exist_ok=True)
+        made = make_files(new / sub, 4, size=200, prefix=sub.replace("/", "-") + "-")
+        contents |= {f"{sub}/{name}": body for name, body in made.items()}
+    contents |= make_files(new, 2, size=200, prefix="top-")
+    crashed = ship(
+        spool_dir, s3_bucket, crash_env(seaweed, point, skip), "--recursive", "--concurrency", "2"
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    rerun = ship(spool_dir, s3_bucket, seaweed.env(), "--recursive")
+    assert rerun.returncode == 0, rerun.stderr
+    client = seaweed.client()
+    assert len(data_objects(client, s3_bucket)) == len(contents)
+    entries = assert_listed_exactly_once(client, s3_bucket)
+    assert sorted(e["source"] for e in entries) == sorted(contents)
+    for rel, body in contents.items():
+        assert (spool_dir / "completed" / rel).read_bytes() == body  # mirrored
+    assert not [p for p in new.rglob("*") if p.is_file()]
+
+
 def test_killed_after_manifest_put_rewrites_the_same_key_with_the_same_bytes(
     seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
 ) -> None:
