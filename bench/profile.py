@@ -38,7 +38,9 @@ from bench.tools import (
     Target,
     child_env,
     command,
+    compile_spool_tool,
     ensure_tools_venv,
+    is_spool,
     wants_pty,
 )
 from bench.workloads import FULL, QUICK, generate
@@ -176,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"tools: {', '.join(ALL_TOOLS)}")
     if any(t in PEERS for t in tools):
         ensure_tools_venv()
+    if any(is_spool(t) for t in tools):
+        compile_spool_tool()
     args.out.mkdir(parents=True, exist_ok=True)
     from devtools.seaweed import SeaweedServer, free_port  # noqa: PLC0415
 

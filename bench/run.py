@@ -54,6 +54,7 @@ from bench.tools import (
     binary,
     child_env,
     command,
+    compile_spool_tool,
     ensure_tools_venv,
     is_spool,
     version,
@@ -495,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tool in tools_used:
         if not binary(tool).exists():
             raise SystemExit(f"{tool}: {binary(tool)} not found")
+    if any(is_spool(t) for t in tools_used):
+        compile_spool_tool()
 
     from devtools.seaweed import SeaweedServer  # noqa: PLC0415 - needs the repo on sys.path
 

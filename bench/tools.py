@@ -125,6 +125,23 @@ def spool_tool_binary() -> Path:
     return Path(found)
 
 
+def compile_spool_tool() -> None:
+    """Byte-compile spool_tool's modules, as installing the wheel would.
+
+    An editable install leaves compiling to the first import, and with PYTHONDONTWRITEBYTECODE
+    set (these sessions set it) every run compiles every module again: ~0.1 s of CPU per run
+    (cProfile of an empty run: 71 ``compile`` calls, 0.10 of 0.46 s), which a user's installed
+    copy never pays.
+    """
+    import compileall  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("spool_tool")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("spool_tool is not importable from this interpreter")
+    compileall.compile_dir(Path(spec.origin).parent, quiet=1)
+
+
 def binary(tool: str) -> Path:
     if is_spool(tool):
         return spool_tool_binary()
