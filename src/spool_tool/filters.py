@@ -41,11 +41,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from pathspec import PathSpec
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+from typing import TYPE_CHECKING
 
 from spool_tool.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathspec import PathSpec
+    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 _NO_SEPARATORS: tuple[str, ...] = ()  # our paths are already '/'-separated: never rewrite '\'
 
@@ -81,6 +83,9 @@ def _problem(pattern: str) -> str | None:
 
 def check_pattern(pattern: str) -> GitIgnoreSpecPattern:
     """``pattern`` compiled, or ``ValueError(why it is refused)``."""
+    # pathspec only when there are patterns: ~20 ms of start-up otherwise (issue 10).
+    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern  # noqa: PLC0415
+
     problem = _problem(pattern)
     if problem is None:
         try:
@@ -94,8 +99,14 @@ def check_pattern(pattern: str) -> GitIgnoreSpecPattern:
     raise ValueError(problem)
 
 
-def _compile(option: str, patterns: Iterable[str]) -> PathSpec[GitIgnoreSpecPattern]:
-    """Compile one option's patterns, or raise ``ConfigError`` naming the first bad one."""
+def _compile(option: str, patterns: Iterable[str]) -> PathSpec[GitIgnoreSpecPattern] | None:
+    """Compile one option's patterns (None for none), or raise ``ConfigError`` naming the first
+    bad one."""
+    patterns = tuple(patterns)
+    if not patterns:
+        return None
+    from pathspec import PathSpec  # noqa: PLC0415 - only when there are patterns
+
     compiled: list[GitIgnoreSpecPattern] = []
     for pattern in patterns:
         try:
@@ -114,8 +125,12 @@ class PathFilter:
 
     includes: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
-    _include_spec: PathSpec[GitIgnoreSpecPattern] = field(init=False, repr=False, compare=False)
-    _exclude_spec: PathSpec[GitIgnoreSpecPattern] = field(init=False, repr=False, compare=False)
+    _include_spec: PathSpec[GitIgnoreSpecPattern] | None = field(
+        init=False, repr=False, compare=False
+    )
+    _exclude_spec: PathSpec[GitIgnoreSpecPattern] | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Accept any iterable from callers (lists from click or TOML) but store tuples.
@@ -135,11 +150,13 @@ class PathFilter:
 
     def exclusion_reason(self, relpath: str) -> str | None:
         """Why the file at ``relpath`` is left alone (for logs and ``--status``), or None."""
-        if self.excludes:
+        if self._exclude_spec is not None:
             matched = self._exclude_spec.check_file(relpath, _NO_SEPARATORS)
             if matched.include and matched.index is not None:
                 return f"excluded by --exclude {self.excludes[matched.index]!r}"
-        if self.includes and not self._include_spec.match_file(relpath, _NO_SEPARATORS):
+        if self._include_spec is not None and not self._include_spec.match_file(
+            relpath, _NO_SEPARATORS
+        ):
             return "matches no --include pattern"
         return None
 
@@ -148,6 +165,6 @@ class PathFilter:
 
         ``reldir`` is relative to ``new/``, without a trailing ``/``; ``""`` (``new/`` itself)
         is never excluded."""
-        if not reldir or not self.excludes:
+        if not reldir or self._exclude_spec is None:
             return False
         return self._exclude_spec.match_file(f"{reldir}/", _NO_SEPARATORS)
