@@ -6,9 +6,11 @@ no positional fields, attribute or index access, conversions or format specs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import posixpath
+import re
 import socket
 import string
 import uuid
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from spool_tool.errors import ConfigError, FileError
 
 MAX_KEY_BYTES = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # ASCII control characters: refused in keys
 
 _TIME_PARTS = ("YYYY", "MM", "DD", "hh", "mm", "ss")
 TIME_TOKENS = tuple(f"{kind}_{part}" for kind in ("m", "c") for part in _TIME_PARTS)
@@ -79,6 +82,12 @@ def normalise_spool_dir(given: str) -> str:
 class KeyTemplate:
     text: str
     fields: frozenset[str]
+    # The date token families ("m", "c") the template uses: decided once, not per file.
+    _stamps: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        used = tuple(k for k in ("m", "c") if any(f.startswith(f"{k}_") for f in self.fields))
+        object.__setattr__(self, "_stamps", used)
 
     @classmethod
     def parse(
@@ -141,7 +150,7 @@ class KeyTemplate:
     def render(self, facts: FileFacts) -> str:
         values: dict[str, str] = {}
         for kind, stamp in (("m", facts.mtime), ("c", facts.ctime)):
-            if any(f.startswith(f"{kind}_") for f in self.fields):
+            if kind in self._stamps:
                 dt = _utc(stamp, kind)
                 values[f"{kind}_YYYY"] = f"{dt.year:04d}"
                 values[f"{kind}_MM"] = f"{dt.month:02d}"
@@ -208,7 +217,7 @@ def full_key(prefix: str, rendered: str) -> str:
         raise FileError(f"file name is not valid UTF-8, cannot build a key ('{key}')") from exc
     if len(encoded) > MAX_KEY_BYTES:
         raise FileError(f"key is {len(encoded)} bytes, over S3's {MAX_KEY_BYTES}-byte limit")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):  # noqa: PLR2004 - ASCII controls
+    if _CONTROL.search(key):
         raise FileError(f"key '{key}' contains control characters; rename the file")
     return key
 
