@@ -110,6 +110,26 @@ def test_read_all_detects_truncation(source: Source) -> None:
         source.read_all()
 
 
+def test_read_all_detects_growth(source: Source) -> None:
+    with source.path.open("ab") as f:
+        f.write(b"!")
+    with pytest.raises(FileError, match="size changed"):
+        source.read_all()
+
+
+def test_read_all_of_an_empty_file(spool: Path) -> None:
+    path = spool / "new" / "empty"
+    path.touch()
+    src = open_source(path)
+    try:
+        assert src.read_all() == b""
+        path.write_bytes(b"x")
+        with pytest.raises(FileError, match="size changed"):
+            src.read_all()
+    finally:
+        src.close()
+
+
 # -- unchanged_since --------------------------------------------------------------------------
 
 

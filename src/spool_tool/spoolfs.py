@@ -316,16 +316,19 @@ class Source:
         return self.st.st_size
 
     def read_all(self) -> bytes:
-        chunks: list[bytes] = []
-        offset = 0
-        while True:
-            chunk = os.pread(self.fd, max(self.size - offset, 1 << 16), offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            offset += len(chunk)
-        data = b"".join(chunks)
-        if len(data) != self.size:
+        """The whole file; ``FileError`` if its size is not the one ``fstat`` gave. One
+        ``pread`` asking a byte more than that (growth shows at once), read on only after a
+        short answer (shrunk, or over the kernel's ~2 GiB per call)."""
+        size = self.size
+        data = os.pread(self.fd, size + 1, 0)
+        if data and len(data) < size:
+            chunks = [data]
+            offset = len(data)
+            while offset <= size and (chunk := os.pread(self.fd, size + 1 - offset, offset)):
+                chunks.append(chunk)
+                offset += len(chunk)
+            data = b"".join(chunks)
+        if len(data) != size:
             raise FileError("size changed while reading", path=self.path)
         return data
 
