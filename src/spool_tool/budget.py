@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import threading
 from typing import TYPE_CHECKING
+
+from spool_tool.libc import libc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -39,11 +40,9 @@ MMAP_THRESHOLD = 1024 * 1024
 def unmap_large_buffers_when_freed() -> bool:
     """Make glibc serve every allocation of ``MMAP_THRESHOLD`` or more by its own mapping (see
     the module docstring). True where that was done; once per process."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    lib = libc()
+    mallopt = getattr(lib, "mallopt", None) if lib is not None else None
+    if mallopt is None:
         return False  # not glibc (or no libc found): nothing to tune
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -19,7 +19,6 @@ Both sources are injectable: these machines cannot mount NFS, so tests pass moun
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from spool_tool.errors import ConfigError
+from spool_tool.libc import libc
 from spool_tool.spoolfs import COMPLETED, NEW, STATE_DIR
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -155,11 +155,10 @@ class MountTable:
 def _statfs_function() -> Callable[[bytes, ctypes.Array[ctypes.c_char]], int] | None:
     if not sys.platform.startswith("linux"):
         return None  # other systems lay out struct statfs differently (names, not numbers)
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    except OSError:
+    lib = libc()
+    if lib is None:
         return None
-    function = getattr(libc, "statfs64", None) or getattr(libc, "statfs", None)
+    function = getattr(lib, "statfs64", None) or getattr(lib, "statfs", None)
     if function is None:
         return None
     function.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
