@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, cast
 
+import pytest
+
 from spool_tool.events import (
     BytesSent,
     DaemonIdle,
@@ -320,3 +322,30 @@ def test_summary_of_a_dry_run_says_what_it_would_do(spool_dir: Path) -> None:
     assert "would upload 3 files" in summary
     assert "would delete 2 files" in summary
     assert "uploaded=0" not in summary
+
+
+# -- issue 10: a one-shot run without an event loop ------------------------------------------
+
+
+def test_a_one_shot_run_leaves_no_signal_handler_behind_even_when_setup_fails(
+    spool_dir: Path,
+) -> None:
+    """``run()`` takes SIGTERM/SIGINT through a wakeup pipe while it runs (no asyncio loop);
+    afterwards, and when a destination cannot be set up, the handlers and the wakeup fd are
+    the process's own again."""
+    from spool_tool.config import Config, parse_destination  # noqa: PLC0415
+    from spool_tool.errors import ConfigError  # noqa: PLC0415
+    from spool_tool.run import run  # noqa: PLC0415
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    make_files(spool_dir / "new", 2)
+    config = Config(spool_dirs=(spool_dir,), destination=parse_destination("noop"))
+    assert run(config).uploaded == 2
+
+    def refuse(_: Config) -> None:
+        raise ConfigError("no such profile")
+
+    with pytest.raises(ConfigError):
+        run(config, destination_factory=refuse)  # type: ignore[arg-type]
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.set_wakeup_fd(-1) == -1  # none was left installed

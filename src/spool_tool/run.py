@@ -89,7 +89,12 @@ class Runner:
 
     def __enter__(self) -> Self:
         self._signal_reader = _SignalReader(self._on_signal)
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            self._signal_reader.close()  # no handler of ours outlives the run
+            self._signal_reader = None
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
