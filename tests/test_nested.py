@@ -536,6 +536,62 @@ def test_watch_picks_up_a_file_in_a_new_subdirectory_at_once(
     assert (spool_dir / "completed" / "x" / "y" / "z.json").read_bytes() == b"nested"
 
 
+def test_watch_of_a_subdirectory_ends_when_it_is_moved_away_and_follows_it_back_in(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, tmp_path: Path
+) -> None:
+    """Writes in a directory moved out of ``new/`` start no cycle (the metrics textfile,
+    written once per cycle, shows every cycle); moved back in under another name, and then
+    moved within ``new/``, it is watched at its new path: its new files ship at once."""
+    (spool_dir / "new" / "a").mkdir()
+    textfile = tmp_path / "spool_tool.prom"
+    daemon = Daemon(
+        "--recursive", "--interval", "60", "--format", "{relpath}", "--metrics-file",
+        str(textfile), str(spool_dir), f"s3://{s3_bucket}", env={**os.environ, **seaweed.env()},
+    )  # fmt: skip
+    client = seaweed.client()
+
+    def last_cycle() -> str:
+        text = textfile.read_text() if textfile.exists() else ""
+        lines = [ln for ln in text.splitlines() if ln.startswith("spool_tool_last_run_")]
+        return lines[0] if lines else ""
+
+    def drop(relpath: str, data: bytes) -> None:  # as a producer does: write, then rename
+        tmp = spool_dir / "incoming.tmp"
+        tmp.write_bytes(data)
+        tmp.rename(spool_dir / "new" / relpath)
+
+    try:
+        _wait(lambda: bool(last_cycle()), 20)  # the first cycle is over
+        away = spool_dir / "away"
+        (spool_dir / "new" / "a").rename(away)
+        time.sleep(0.5)
+        before = last_cycle()
+        for i in range(5):
+            (away / f"f{i}.json").write_bytes(b"away")
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert last_cycle() == before  # no cycle for writes outside new/
+        started = time.monotonic()
+        away.rename(spool_dir / "new" / "b")  # back in, under another name
+        moved_in = {f"b/f{i}.json" for i in range(5)}
+        _wait(lambda: moved_in <= set(list_objects(client, s3_bucket)), 15)
+        drop("b/late.json", b"late")
+        _wait(lambda: "b/late.json" in list_objects(client, s3_bucket), 15)
+        (spool_dir / "new" / "b").rename(spool_dir / "new" / "c")  # within new/
+        time.sleep(0.5)
+        (spool_dir / "new" / "c" / "d").mkdir()
+        time.sleep(0.5)
+        drop("c/d/x.json", b"x")
+        _wait(lambda: "c/d/x.json" in list_objects(client, s3_bucket), 15)
+        assert time.monotonic() - started < 30  # far below the 60 s rescan interval
+        code = daemon.stop(signal.SIGTERM, timeout=30)
+    finally:
+        daemon.close()
+    assert code == 0, daemon.stderr
+    assert "Traceback" not in daemon.stderr
+    assert (spool_dir / "completed" / "c" / "d" / "x.json").read_bytes() == b"x"
+
+
 def _wait(predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -608,3 +664,89 @@ async def _changed_within(notifier: Notifier, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def test_notifier_drops_the_watches_of_a_directory_moved_away_and_follows_one_moved_within(
+    tmp_path: Path,
+) -> None:
+    """A subdirectory moved out of ``new/`` loses its watches (later writes there wake nothing
+    and cost no watch); moved back in, or within ``new/``, it is watched at its new path,
+    and so is a directory created below it afterwards; a deleted one is forgotten."""
+    new = tmp_path / "new"
+    for rel in ("a/s", "b"):
+        (new / rel).mkdir(parents=True)
+    away = tmp_path / "away"
+
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        notifier = Notifier([(new, RECURSIVE)])
+        try:
+            seen["start"] = notifier.watched
+            (new / "a").rename(away)
+            await asyncio.sleep(0.2)
+            seen["moved_away"] = notifier.watched
+            notifier.changed.clear()
+            (away / "f.json").write_bytes(b"f")
+            (away / "s" / "g.json").write_bytes(b"g")
+            seen["woke_away"] = await _changed_within(notifier, 0.5)
+            away.rename(new / "b" / "a2")  # moved back in, elsewhere
+            seen["woke_back"] = await _changed_within(notifier, 5)
+            await asyncio.sleep(0.2)
+            seen["moved_back"] = notifier.watched
+            (new / "b").rename(new / "c")  # moved within new/
+            await asyncio.sleep(0.2)
+            seen["moved_within"] = notifier.watched
+            (new / "c" / "a2" / "s" / "t").mkdir()  # found under its new path
+            await asyncio.sleep(0.2)
+            seen["created_below"] = notifier.watched
+            notifier.changed.clear()
+            (new / "c" / "a2" / "s" / "t" / "h.json").write_bytes(b"h")
+            seen["woke_below"] = await _changed_within(notifier, 5)
+            (new / "c" / "a2" / "s" / "t" / "h.json").unlink()
+            (new / "c" / "a2" / "s" / "t").rmdir()
+            await asyncio.sleep(0.2)
+            seen["deleted"] = notifier.watched
+        finally:
+            notifier.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen["start"] == {new, new / "a", new / "a" / "s", new / "b"}
+    assert seen["moved_away"] == {new, new / "b"}
+    assert not seen["woke_away"]
+    assert seen["woke_back"]
+    assert seen["moved_back"] == {new, new / "b", new / "b" / "a2", new / "b" / "a2" / "s"}
+    c = new / "c"
+    assert seen["moved_within"] == {new, c, c / "a2", c / "a2" / "s"}
+    assert seen["created_below"] == {new, c, c / "a2", c / "a2" / "s", c / "a2" / "s" / "t"}
+    assert seen["woke_below"]
+    assert seen["deleted"] == {new, c, c / "a2", c / "a2" / "s"}
+
+
+def test_notifier_drops_a_directory_moved_beyond_max_depth_or_into_an_excluded_one(
+    tmp_path: Path,
+) -> None:
+    new = tmp_path / "new"
+    for rel in ("a", "b", "tmp"):
+        (new / rel).mkdir(parents=True)
+    options = ScanOptions(max_depth=2, path_filter=PathFilter(excludes=("tmp/",)))
+
+    async def scenario() -> tuple[set[Path], set[Path], bool]:
+        notifier = Notifier([(new, options)])
+        try:
+            start = notifier.watched
+            (new / "a").rename(new / "b" / "a")  # now at depth 2: beyond --max-depth 2
+            await asyncio.sleep(0.2)
+            notifier.changed.clear()
+            (new / "b" / "a" / "f.json").write_bytes(b"f")
+            woke = await _changed_within(notifier, 0.5)
+            (new / "b").rename(new / "tmp" / "b")  # into an excluded directory
+            await asyncio.sleep(0.2)
+            return start, notifier.watched, woke
+        finally:
+            notifier.close()
+
+    start, after, woke = asyncio.run(scenario())
+    assert start == {new, new / "a", new / "b"}
+    assert after == {new}
+    assert not woke

@@ -45,8 +45,10 @@ class Notifier:
 
     With ``--recursive`` each subdirectory a scan would enter is watched too, from the start
     and as it appears (created or moved in: it is watched, with what is below it, and a cycle
-    follows). When the kernel's watch limit is reached (``ENOSPC``), one warning says so and
-    the directories left without a watch are picked up by the periodic rescan (``--interval``).
+    follows), and unwatched as it leaves (moved away: watched again at its new path if that is
+    below ``new/``; deleted: the kernel drops the watch). When the kernel's watch limit is
+    reached (``ENOSPC``), one warning says so and the directories left without a watch are
+    picked up by the periodic rescan (``--interval``).
     ``max_watches`` lowers that limit (tests cannot change the kernel's)."""
 
     def __init__(
@@ -78,11 +80,17 @@ class Notifier:
     def active(self) -> bool:
         return self._inotify is not None
 
+    @property
+    def watched(self) -> set[Path]:
+        """The directories watched now, by their current paths."""
+        return {new / rel if rel else new for new, rel, _ in self._dirs.values()}
+
     def _mask(self, options: ScanOptions, follow: bool) -> int:
         flags = self._flags
         mask = flags.CLOSE_WRITE | flags.MOVED_TO | flags.ATTRIB
         if options.max_depth != 1:
             mask |= flags.CREATE  # a subdirectory appears (files: their CLOSE_WRITE counts)
+            mask |= flags.MOVED_FROM  # a subdirectory leaves: its watches are dropped
         if not follow:
             mask |= flags.DONT_FOLLOW | flags.ONLYDIR  # never a symlink below new/
         return int(mask)
@@ -133,16 +141,23 @@ class Notifier:
             if event.mask & flags.IGNORED:
                 self._dirs.pop(event.wd, None)  # the directory went away
                 continue
+            if event.mask & flags.Q_OVERFLOW:
+                self.changed.set()  # events were lost: a cycle rescans
+                continue
+            where = self._dirs.get(event.wd)
+            if where is None:
+                continue  # queued before its watch was dropped (moved away)
             if event.mask & flags.ISDIR:
-                where = self._dirs.get(event.wd)
-                if where is not None and event.mask & (flags.CREATE | flags.MOVED_TO):
-                    new, reldir, options = where
-                    rel = f"{reldir}/{event.name}" if reldir else event.name
+                new, reldir, options = where
+                rel = f"{reldir}/{event.name}" if reldir else event.name
+                if event.mask & flags.MOVED_FROM:
+                    self._unwatch_tree(new, rel)
+                elif event.mask & (flags.CREATE | flags.MOVED_TO):
                     self._watch_new_dir(new, rel, options)
                     self.changed.set()
                 continue
-            if not event.mask & flags.CREATE:  # a file is only ready once closed or moved in
-                self.changed.set()
+            if not event.mask & (flags.CREATE | flags.MOVED_FROM):  # a file is only ready
+                self.changed.set()  # once closed or moved in; one moved out needs no cycle
 
     def _watch_new_dir(self, new: Path, reldir: str, options: ScanOptions) -> None:
         depth = reldir.count("/") + 1  # of the directory; its files are one deeper
@@ -151,6 +166,17 @@ class Notifier:
         if options.path_filter.excludes_dir(reldir):
             return
         self._watch_tree(new, reldir, options, follow=False)
+
+    def _unwatch_tree(self, new: Path, reldir: str) -> None:
+        """Drop the watches of ``new/reldir`` and below: the directory was moved away. Moved
+        within ``new/``, its ``MOVED_TO`` (which follows) watches it again at its new path;
+        the watch descriptors follow the inode, but this map of their paths would not."""
+        below = reldir + "/"
+        for wd, (watched_new, rel, _) in list(self._dirs.items()):
+            if watched_new == new and (rel == reldir or rel.startswith(below)):
+                del self._dirs[wd]
+                with contextlib.suppress(OSError):  # already gone (deleted meanwhile)
+                    self._inotify.rm_watch(wd)  # type: ignore[union-attr]
 
     def close(self) -> None:
         if self._inotify is not None:
