@@ -551,14 +551,10 @@ def test_watch_of_a_subdirectory_ends_when_it_is_moved_away_and_follows_it_back_
     client = seaweed.client()
 
     def last_cycle() -> str:
-        text = textfile.read_text() if textfile.exists() else ""
-        lines = [ln for ln in text.splitlines() if ln.startswith("spool_tool_last_run_")]
-        return lines[0] if lines else ""
+        return _last_cycle(textfile)
 
-    def drop(relpath: str, data: bytes) -> None:  # as a producer does: write, then rename
-        tmp = spool_dir / "incoming.tmp"
-        tmp.write_bytes(data)
-        tmp.rename(spool_dir / "new" / relpath)
+    def drop(relpath: str, data: bytes) -> None:
+        _drop(spool_dir, relpath, data)
 
     try:
         _wait(lambda: bool(last_cycle()), 20)  # the first cycle is over
@@ -590,6 +586,81 @@ def test_watch_of_a_subdirectory_ends_when_it_is_moved_away_and_follows_it_back_
     assert code == 0, daemon.stderr
     assert "Traceback" not in daemon.stderr
     assert (spool_dir / "completed" / "c" / "d" / "x.json").read_bytes() == b"x"
+
+
+def test_watch_limit_warns_once_and_the_rescan_ships_files_in_unwatched_directories(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, tmp_path: Path
+) -> None:
+    """The installed command under a watch limit of 2 (``new/`` and ``a/``): a directory made
+    later gets no watch, one warning says so, and its files ship by the rescan within about
+    ``--interval``; a watched directory still ships at once."""
+    (spool_dir / "new" / "a").mkdir()
+    textfile = tmp_path / "spool_tool.prom"
+    interval = 4.0
+    env = {**os.environ, **seaweed.env(), "SPOOL_TOOL_TESTING": "1",
+           "SPOOL_TOOL_TEST_MAX_WATCHES": "2"}  # fmt: skip
+    daemon = Daemon(
+        "--recursive", "--interval", f"{interval:g}", "--format", "{relpath}",
+        "--metrics-file", str(textfile), str(spool_dir), f"s3://{s3_bucket}", env=env,
+    )  # fmt: skip
+    client = seaweed.client()
+    try:
+        _wait(lambda: bool(_last_cycle(textfile)), 20)  # the first cycle is over
+        before = _last_cycle(textfile)
+        (spool_dir / "new" / "late" / "deep").mkdir(parents=True)  # over the limit
+        (spool_dir / "new" / "late2").mkdir()  # no second warning
+        _wait(lambda: _last_cycle(textfile) != before, 10)  # new/ saw them: a cycle
+        _wait_quiet(textfile, 0.5)
+        written = time.monotonic()
+        _drop(spool_dir, "late/x.json", b"x")
+        _drop(spool_dir, "late/deep/y.json", b"y")
+        time.sleep(1.0)
+        assert "late/x.json" not in list_objects(client, s3_bucket)  # no notification
+        wanted = {"late/x.json", "late/deep/y.json"}
+        _wait(lambda: wanted <= set(list_objects(client, s3_bucket)), interval + 10)
+        assert time.monotonic() - written < interval + 3  # by the periodic rescan
+        started = time.monotonic()
+        _drop(spool_dir, "a/z.json", b"z")  # watched
+        _wait(lambda: "a/z.json" in list_objects(client, s3_bucket), 10)
+        assert time.monotonic() - started < interval
+        code = daemon.stop(signal.SIGTERM, timeout=30)
+    finally:
+        daemon.close()
+    assert code == 0, daemon.stderr
+    assert "Traceback" not in daemon.stderr
+    assert "SPOOL_TOOL_TEST_MAX_WATCHES" not in daemon.stderr  # a test seam, not an option
+    warnings = daemon.matching("inotify watch limit reached")
+    assert len(warnings) == 1, daemon.stderr
+    assert "fs.inotify.max_user_watches" in warnings[0]
+    assert "rescanned every --interval" in warnings[0]
+    assert files_below(spool_dir / "completed") == {
+        "late/x.json": b"x", "late/deep/y.json": b"y", "a/z.json": b"z"
+    }  # fmt: skip
+
+
+def _last_cycle(textfile: Path) -> str:
+    """The end of the daemon's last cycle, from its metrics textfile (written every cycle)."""
+    text = textfile.read_text() if textfile.exists() else ""
+    lines = [ln for ln in text.splitlines() if ln.startswith("spool_tool_last_run_")]
+    return lines[0] if lines else ""
+
+
+def _wait_quiet(textfile: Path, seconds: float) -> None:
+    """Until no cycle ended for ``seconds``."""
+    last = _last_cycle(textfile)
+    while True:
+        time.sleep(seconds)
+        now = _last_cycle(textfile)
+        if now == last:
+            return
+        last = now
+
+
+def _drop(spool_dir: Path, relpath: str, data: bytes) -> None:
+    """Put a file into ``new/relpath`` as a producer does: write it aside, then rename it."""
+    tmp = spool_dir / "incoming.tmp"
+    tmp.write_bytes(data)
+    tmp.rename(spool_dir / "new" / relpath)
 
 
 def _wait(predicate: object, timeout: float) -> None:

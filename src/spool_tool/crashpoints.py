@@ -1,10 +1,13 @@
-"""Test-only crash points: ``SPOOL_TOOL_CRASH_AT=<point>`` SIGKILLs the process there.
+"""Test seams, armed only when ``SPOOL_TOOL_TESTING=1`` is also set, so a stray variable in
+production changes nothing. ``SEAMS`` names every variable (``options`` never warns of them).
 
-Armed only when ``SPOOL_TOOL_TESTING=1`` is also set, so a stray variable in production cannot
-kill a run. ``SPOOL_TOOL_CRASH_SKIP=N`` lets the point pass N times first.
-Points: after_claim, mid_upload, after_upload, after_link (the file is in both new/ and
-completed/), after_marker_link (its marker too), after_move, mid_cleanup, and for --manifest
-before_manifest_claim, after_manifest_claim, after_manifest_put.
+``SPOOL_TOOL_CRASH_AT=<point>`` SIGKILLs the process there; ``SPOOL_TOOL_CRASH_SKIP=N`` lets
+the point pass N times first. Points: after_claim, mid_upload, after_upload, after_link (the
+file is in both new/ and completed/), after_marker_link (its marker too), after_move,
+mid_cleanup, and for --manifest before_manifest_claim, after_manifest_claim, after_manifest_put.
+
+``SPOOL_TOOL_TEST_MAX_WATCHES=N``: ``--watch`` acts as if the kernel's inotify watch limit
+were N watches (``watch.Notifier(max_watches=)``), as a test cannot lower the kernel's.
 """
 
 from __future__ import annotations
@@ -13,10 +16,16 @@ import os
 import signal
 import threading
 
-_ARMED = os.environ.get("SPOOL_TOOL_TESTING") == "1"
-_POINT = os.environ.get("SPOOL_TOOL_CRASH_AT", "") if _ARMED else ""
+TESTING = "SPOOL_TOOL_TESTING"
+CRASH_AT = "SPOOL_TOOL_CRASH_AT"
+CRASH_SKIP = "SPOOL_TOOL_CRASH_SKIP"
+MAX_WATCHES = "SPOOL_TOOL_TEST_MAX_WATCHES"
+SEAMS = frozenset({TESTING, CRASH_AT, CRASH_SKIP, MAX_WATCHES})
+
+_ARMED = os.environ.get(TESTING) == "1"
+_POINT = os.environ.get(CRASH_AT, "") if _ARMED else ""
 _lock = threading.Lock()
-_skip = int(os.environ.get("SPOOL_TOOL_CRASH_SKIP", "0") or 0) if _ARMED else 0
+_skip = int(os.environ.get(CRASH_SKIP, "0") or 0) if _ARMED else 0
 
 
 def crash_point(name: str) -> None:
@@ -28,3 +37,9 @@ def crash_point(name: str) -> None:
             _skip -= 1
             return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def max_watches() -> int | None:
+    """The inotify watch limit a test set (None: the kernel's)."""
+    value = os.environ.get(MAX_WATCHES, "") if _ARMED else ""
+    return int(value) if value else None

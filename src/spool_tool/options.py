@@ -34,6 +34,7 @@ from spool_tool.config import (
     ENGINES,
     SSE_MODES,
 )
+from spool_tool.crashpoints import SEAMS
 from spool_tool.errors import ConfigError
 from spool_tool.keys import KeyTemplate, short_hostname
 from spool_tool.parsers import (
@@ -61,8 +62,6 @@ from spool_tool.parsers import (
 )
 
 ENV_PREFIX = "SPOOL_TOOL_"
-# Test seams (crashpoints.py), not options: never warned about.
-TEST_SEAMS = frozenset({"SPOOL_TOOL_TESTING", "SPOOL_TOOL_CRASH_AT"})
 LOG_FORMATS = ("text", "json")
 MIN_PART_SIZE = 5 << 20
 
@@ -360,7 +359,7 @@ def from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Setting], li
     layer: dict[str, Setting] = {}
     warnings: list[str] = []
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in TEST_SEAMS:
+        if not name.startswith(ENV_PREFIX) or name in SEAMS:  # test seams, not options
             continue
         option = BY_ENV.get(name)
         if option is None:

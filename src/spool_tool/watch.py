@@ -21,6 +21,7 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
+from spool_tool.crashpoints import max_watches
 from spool_tool.events import DaemonIdle, RunFinished, Summary
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ async def watch(runner: Runner, *, interval: float) -> Summary:
         for job in runner.jobs
         for spool in job.config.spool_dirs
     ]
-    notifier = Notifier([(new, options) for new, _, options in held])
+    notifier = Notifier([(new, options) for new, _, options in held], max_watches=max_watches())
     summary = Summary(mode=runner.state.mode)
     backoff = 0.0
     last_cleanup = 0.0
