@@ -264,6 +264,26 @@ def test_prune_removes_old_empty_directories_and_never_new_itself(tmp_path: Path
     assert empty.is_dir()
 
 
+def test_prune_racing_a_producer_that_writes_into_the_directory_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A producer creates a file in an old empty directory between the listing and the
+    ``rmdir``: ``rmdir`` refuses, the directory and the file stay, nothing is reported."""
+    new = tmp_path / "new"
+    (new / "d").mkdir(parents=True)
+    old = time.time() - 3600
+    os.utime(new / "d", (old, old))
+
+    class Racing(SpoolFS):
+        def remove_dir(self, directory_fd: int, name: str) -> bool:
+            (new / "d" / "late.json").write_bytes(b"late")  # the producer, just in time
+            return super().remove_dir(directory_fd, name)
+
+    removed = prune_empty_dirs(new, older_than=time.time() - 600, fs=Racing(), options=RECURSIVE)
+    assert removed == []
+    assert (new / "d" / "late.json").read_bytes() == b"late"
+
+
 # -- options -------------------------------------------------------------------------------
 
 
@@ -429,6 +449,120 @@ def test_file_moved_between_subdirectories_mid_upload_ships_once(
     assert files_below(spool_dir / "completed") == {"b/x.json": b"payload"}
     assert files_below(new) == {}
     assert _claims(spool_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "args"),
+    [
+        ("tmp/x.json", ["--exclude", "/tmp/"]),  # into an excluded directory
+        ("d1/d2/x.json", ["--max-depth", "2"]),  # beyond --max-depth
+    ],
+)
+def test_file_moved_mid_upload_out_of_reach_loses_its_claim_and_is_never_lost(
+    seaweed: SeaweedServer,
+    s3_bucket: str,
+    spool_dir: Path,
+    s3_env: None,
+    where: str,
+    args: list[str],
+) -> None:
+    """Moved during its PUT into an excluded directory or beyond ``--max-depth``: the next run
+    does not find it, forgets its claim and leaves it alone (its object stays, complete);
+    moved back within reach later, it ships again under a key of its own (README: "a whole
+    run went by without finding it")."""
+    new = spool_dir / "new"
+    tree(new, {"a/x.json": b"payload"})
+    (new / where).parent.mkdir(parents=True)
+    config = nested_config(seaweed, s3_bucket, spool_dir, "{uuid4}/{relpath}")
+    config = dataclasses.replace(
+        config,
+        exclude=("/tmp/",) if "--exclude" in args else (),
+        max_depth=2 if "--max-depth" in args else None,
+    )
+
+    def move() -> None:
+        (new / "a" / "x.json").rename(new / where)
+
+    recorder = Recorder(s3_bucket)
+    assert not run_hooked(config, [mutate_during("PutObject", move)], recorder).ok
+    assert [f.kind for f in recorder.failed()] == ["changed"]
+    client = seaweed.client()
+    (first_key,) = list_objects(client, s3_bucket)
+    assert first_key.endswith("/a/x.json")
+    second = run(config, [Recorder(s3_bucket)])
+    assert second.ok, second.failures
+    assert list(list_objects(client, s3_bucket)) == [first_key]  # nothing sent
+    assert (new / where).read_bytes() == b"payload"  # out of reach: left alone
+    assert _claims(spool_dir) == []  # forgotten
+    (new / where).rename(new / "c.json")  # back within reach
+    third = run(config, [Recorder(s3_bucket)])
+    assert third.ok, third.failures
+    objects = list_objects(client, s3_bucket)
+    (second_key,) = set(objects) - {first_key}  # a key of its own: a second object
+    assert second_key.endswith("/c.json")
+    assert get_body(client, s3_bucket, first_key) == get_body(client, s3_bucket, second_key)
+    assert files_below(spool_dir / "completed") == {"c.json": b"payload"}
+    assert files_below(new) == {}
+
+
+def test_file_moved_and_changed_mid_upload_ships_its_new_bytes_under_a_new_key(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, s3_env: None
+) -> None:
+    """Moved from ``a/`` to ``b/`` and appended to during its PUT: not the file that was
+    uploaded, so the next run does not adopt the claim; it ships the final bytes under a key
+    of its own. Two objects, the first with the bytes as they were, nothing lost."""
+    new = spool_dir / "new"
+    tree(new, {"a/x.json": b"payload"})
+    (new / "b").mkdir()
+    config = nested_config(seaweed, s3_bucket, spool_dir, "{uuid4}/{relpath}")
+
+    def move_and_append() -> None:
+        (new / "a" / "x.json").rename(new / "b" / "x.json")
+        with open(new / "b" / "x.json", "ab") as fh:
+            fh.write(b"+more")
+
+    recorder = Recorder(s3_bucket)
+    assert not run_hooked(config, [mutate_during("PutObject", move_and_append)], recorder).ok
+    assert [f.kind for f in recorder.failed()] == ["changed"]
+    second = run(config, [Recorder(s3_bucket)])
+    assert second.ok, second.failures
+    client = seaweed.client()
+    bodies = {key.split("/", 1)[1]: get_body(client, s3_bucket, key)
+              for key in list_objects(client, s3_bucket)}  # fmt: skip
+    assert bodies == {"a/x.json": b"payload", "b/x.json": b"payload+more"}
+    assert files_below(spool_dir / "completed") == {"b/x.json": b"payload+more"}
+    assert _claims(spool_dir) == []
+
+
+@pytest.mark.parametrize(("size", "objects"), [(100, 2), (6 << 20, 1)])
+def test_sigkill_after_upload_then_the_producer_moves_the_file(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, size: int, objects: int
+) -> None:
+    """SIGKILL right after the upload, then the producer moves ``a/x.dat`` to ``b/``. A file
+    at or above ``--multipart-threshold`` was marked uploaded: the rerun finds it by its inode
+    and only moves it (one object). A smaller one was not (that costs a transaction per
+    file): its claim is dropped with its name and the rerun uploads it again under a key of
+    its own (two objects, same bytes). Either way it lands once in ``completed/``."""
+    data = os.urandom(size)
+    tree(spool_dir / "new", {"a/x.dat": data})
+    (spool_dir / "new" / "b").mkdir()
+    args = ["--recursive", "--format", "{uuid4}/{relpath}", "--multipart-threshold", "5MiB",
+            "--part-size", "5MiB"]  # fmt: skip
+    env = {**seaweed.env(), "SPOOL_TOOL_TESTING": "1", "SPOOL_TOOL_CRASH_AT": "after_upload"}
+    crashed = run_cli(*args, spool_dir, f"s3://{s3_bucket}", env=env)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    (spool_dir / "new" / "a" / "x.dat").rename(spool_dir / "new" / "b" / "x.dat")
+    rerun = run_cli(*args, spool_dir, f"s3://{s3_bucket}", env=seaweed.env())
+    assert rerun.returncode == 0, rerun.stderr
+    client = seaweed.client()
+    keys = list_objects(client, s3_bucket)
+    assert len(keys) == objects, sorted(keys)
+    assert sorted(k.split("/", 1)[1] for k in keys) == ["a/x.dat", "b/x.dat"][:objects]
+    assert all(get_body(client, s3_bucket, key) == data for key in keys)
+    assert files_below(spool_dir / "completed") == {"b/x.dat": data}
+    assert files_below(spool_dir / "new") == {}
+    assert _claims(spool_dir) == []
+    assert open_multipart_uploads(client, s3_bucket) == []
 
 
 def _claims(spool: Path) -> list[bytes]:
