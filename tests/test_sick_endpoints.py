@@ -32,10 +32,19 @@ from devtools.seaweed import free_port
 from spool_tool import cli
 from spool_tool.observe.logs import LogHandler, LogWriter
 from spool_tool.run import run
+from tests.conftest import LIMITED_ACCESS_KEY, LIMITED_SECRET_KEY
 from tests.faults.endpoints import SickEndpoint
 from tests.faults.proxy import FaultProxy, FaultRule
 from tests.faults.runs import MiB, big_file, make_config
-from tests.helpers import SPOOL_TOOL, get_body, list_objects, make_files, run_cli, snapshot
+from tests.helpers import (
+    SPOOL_TOOL,
+    Daemon,
+    get_body,
+    list_objects,
+    make_files,
+    run_cli,
+    snapshot,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -316,7 +325,7 @@ def test_reset_during_preflight_daemon_backs_off_and_keeps_running(
         while time.monotonic() < deadline and proc.poll() is None:
             line = proc.stderr.readline()
             seen.append(line)
-            if sum("ERROR stopping: s3://" in x for x in seen) >= 2:
+            if sum("ERROR ending this cycle: s3://" in x for x in seen) >= 2:
                 break
         assert proc.poll() is None, "".join(seen)
     finally:
@@ -327,9 +336,42 @@ def test_reset_during_preflight_daemon_backs_off_and_keeps_running(
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert stderr.count("next attempt in") >= 1, stderr
-    stops = [line for line in _lines(stderr) if line.startswith("ERROR stopping: s3://")]
+    stops = [line for line in _lines(stderr) if line.startswith("ERROR ending this cycle: s3://")]
     assert len(stops) >= 2, stderr  # tried again after backing off
     assert all(proxy.url in line for line in stops)
+
+
+def test_daemon_under_a_persistent_fatal_error_says_each_cycle_ended_not_that_it_stops(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
+) -> None:
+    """AccessDenied on every PUT (the ``limited`` identity): each cycle's fatal stop reads as
+    the end of that cycle, followed by the backoff; "stopping" is said once, by SIGTERM."""
+    make_files(spool_dir / "new", 3)
+    before = snapshot(spool_dir / "new")
+    env = {**os.environ, **seaweed.env(), "AWS_ACCESS_KEY_ID": LIMITED_ACCESS_KEY,
+           "AWS_SECRET_ACCESS_KEY": LIMITED_SECRET_KEY}  # fmt: skip
+    daemon = Daemon("--interval", "1", str(spool_dir), f"s3://{s3_bucket}", env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(daemon.matching("next attempt in")) < 2:
+            time.sleep(0.1)
+        code = daemon.stop(signal.SIGTERM, timeout=30)
+    finally:
+        daemon.close()
+    assert code == 0, daemon.stderr
+    assert "Traceback" not in daemon.stderr
+    lines = _lines(daemon.stderr)
+    ended = [line for line in lines if line.startswith("ERROR ending this cycle: s3://")]
+    assert len(ended) >= 2, daemon.stderr
+    assert all("AccessDenied" in line for line in ended)
+    summaries = [line for line in lines if line.startswith("INFO summary: ")]
+    assert len(summaries) >= 2, daemon.stderr
+    assert all("summary: cycle ended early: s3://" in line for line in summaries)
+    assert "WARNING S3 is failing: next attempt in 5 s" in lines
+    assert "WARNING S3 is failing: next attempt in 10 s" in lines
+    assert [line for line in lines if "stopping" in line] == ["INFO stopping: received SIGTERM"]
+    assert all("stopped" not in line for line in lines)
+    assert snapshot(spool_dir / "new") == before
 
 
 # ------------------------------------------------------------------------------- case 11

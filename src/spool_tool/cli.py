@@ -115,7 +115,9 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
         for warning in from_environment(os.environ)[1]:  # a typo may explain the error
             sys.stderr.write(f"{PROG}: warning: {warning}\n")
         raise
-    writer = LogWriter(fmt=_value(run, "log_format"), level=_level(run))
+    writer = LogWriter(
+        fmt=_value(run, "log_format"), level=_level(run), daemon=bool(_value(run, "watch"))
+    )
     for warning in warnings:
         writer.write(logging.WARNING, "config", warning)
     if run["status"].value:

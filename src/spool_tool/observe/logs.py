@@ -109,9 +109,11 @@ class LogWriter:
         level: int = INFO,
         stream: TextStream | None = None,
         out: IO[str] | None = None,
+        daemon: bool = False,
     ) -> None:
         self.fmt = fmt
         self.level = level
+        self.daemon = daemon  # --watch: a stop without a signal ends one cycle, not the process
         self._stream: TextStream = stream if stream is not None else sys.stderr
         self.out = out if out is not None else sys.stdout
         self._lock = threading.Lock()
@@ -256,7 +258,8 @@ class LogWriter:
                 self.write(ERROR, "delete_failed", message, file=path)
             case RunStopped(reason=reason, signal=signum, normal=normal):
                 level = INFO if normal else ERROR if signum is None else WARNING
-                self.write(level, "run_stopped", f"stopping: {reason}", signal=signum)
+                how = "ending this cycle" if self.daemon and signum is None else "stopping"
+                self.write(level, "run_stopped", f"{how}: {reason}", signal=signum)
             case ExitingNow(reason=reason):
                 self.write(WARNING, "exiting", f"exiting now: {reason}")  # written at once
                 self.out.flush()
@@ -308,7 +311,8 @@ class LogWriter:
                     limit=limit,
                 )
             case RunFinished(summary=s, report=True):
-                self.write(INFO, "summary", summary_line(s), **summary_fields(s))
+                line = summary_line(s, daemon=self.daemon)
+                self.write(INFO, "summary", line, **summary_fields(s))
 
     def _manifest(self, event: ManifestWritten | ManifestFailed | WouldWriteManifest) -> None:
         match event:
@@ -353,12 +357,15 @@ def _pressure_line(event: DiskPressure) -> str:
     )
 
 
-def summary_line(s: Summary) -> str:
-    """The run's last line: what it did (or would do), and whether and why it stopped."""
+def summary_line(s: Summary, *, daemon: bool = False) -> str:
+    """The run's last line: what it did (or would do), and whether and why it stopped. In a
+    daemon only a signal stops the process: any other stop ended just this cycle."""
     if s.stop is None:
         how = ""
     elif s.stop.signal is not None:
         how = f"stopped by {signal.Signals(s.stop.signal).name}; "
+    elif daemon:
+        how = f"cycle ended early: {s.stop.reason}; "
     else:
         how = f"stopped: {s.stop.reason}; "
     if s.mode == "dry_run":
