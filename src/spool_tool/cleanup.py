@@ -118,17 +118,9 @@ class _Deleter:
         seen = set(self._emptied)
         while pending:
             _, reldir = heapq.heappop(pending)
-            parent, _, name = reldir.rpartition("/")
-            try:
-                fd = open_beneath(self.dir_fd, parent)
-            except OSError:
-                continue
-            try:
-                removed = self.fs.remove_dir(fd, name)
-            finally:
-                os.close(fd)
-            if removed:
+            if self.fs.remove_dir_beneath(self.dir_fd, reldir):
                 log.debug("removed the emptied directory %s", self.completed / reldir)
+                parent = reldir.rpartition("/")[0]
                 if parent and parent not in seen:
                     seen.add(parent)
                     heapq.heappush(pending, (-parent.count("/"), parent))

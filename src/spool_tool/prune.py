@@ -16,10 +16,7 @@ nothing: ``rmdir`` fails on a directory that is not empty, or the producer's ``o
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
-
-from spool_tool.spoolfs import open_beneath
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,15 +36,7 @@ def prune_empty_dirs(
     for reldir, mtime in reversed(options.subdirectories(new)):
         if mtime >= older_than:
             continue
-        parent, _, name = reldir.rpartition("/")
-        try:
-            fd = open_beneath(new, parent)
-        except OSError:
-            continue  # gone, or no longer a directory: nothing of ours to remove
-        try:
-            if fs.remove_dir(fd, name):
-                removed.append(reldir)
-                log.debug("removed the empty directory %s", new / reldir)
-        finally:
-            os.close(fd)
+        if fs.remove_dir_beneath(new, reldir):  # False: not empty, gone, or not a directory
+            removed.append(reldir)
+            log.debug("removed the empty directory %s", new / reldir)
     return removed

@@ -596,3 +596,16 @@ class SpoolFS:
         except OSError:
             return False
         return True
+
+    def remove_dir_beneath(self, root: Path | int, reldir: str) -> bool:
+        """``remove_dir`` of ``root/reldir``, its parent reached by ``open_beneath`` (never
+        through a symlink); False also when that parent is gone or no longer a directory."""
+        parent, _, name = reldir.rpartition("/")
+        try:
+            fd = open_beneath(root, parent)
+        except OSError:
+            return False
+        try:
+            return self.remove_dir(fd, name)
+        finally:
+            os.close(fd)
