@@ -23,7 +23,7 @@ import mimetypes
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from spool_tool.compress import ENCODING, SUFFIX, compress_to_temp, wants_compression
@@ -127,18 +127,11 @@ class SpoolUploader:
 
     def run(self, candidates: Iterable[Candidate]) -> None:
         """Ship every candidate (blocking); returns when every started file is finished."""
-        stream = self._claimed(candidates)
-        lock = threading.Lock()
+        feed = ClaimFeed(self._claimed(candidates), self._claim_failed)
 
         def work() -> None:
             while not self.state.stopping:
-                try:
-                    with lock:  # one worker at a time advances the scan and commits claims
-                        item = next(stream, None)
-                except Exception as exc:  # e.g. the journal cannot be written: upload nothing
-                    log.debug("claiming failed", exc_info=exc)
-                    self._stop_run(f"{self.spool_dir}: cannot claim files: {exc}")
-                    return
+                item = feed.take()
                 if item is None:
                     return
                 with self.state.shipping():
@@ -149,11 +142,13 @@ class SpoolUploader:
             for i in range(self.config.concurrency)
         ]
         try:
+            feed.start()
             for worker in workers:
                 worker.start()
             for worker in workers:
                 worker.join()
         finally:
+            feed.close()
             self._flush()
         if self._scanned_all and not self.state.stopping:
             # A whole scan did not find them again: gone from new/ (or no longer eligible).
@@ -161,11 +156,17 @@ class SpoolUploader:
                 c.name for inode, c in self._orphans.items() if inode in self._recovered
             )
 
-    def _claimed(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Claim]]:
+    def _claim_failed(self, exc: Exception) -> None:
+        """E.g. the journal cannot be written: upload nothing more."""
+        log.debug("claiming failed", exc_info=exc)
+        self._stop_run(f"{self.spool_dir}: cannot claim files: {exc}")
+
+    def _claimed(self, candidates: Iterable[Candidate]) -> Iterator[list[tuple[Candidate, Claim]]]:
+        """Batches of files whose claims are committed (their keys durable)."""
         for batch in batched(candidates, CLAIM_BATCH):
             if self.state.stopping:
                 return
-            yield from self._claim(batch)
+            yield self._claim(batch)
         self._scanned_all = True
 
     def _claim(self, batch: tuple[Candidate, ...]) -> list[tuple[Candidate, Claim]]:
@@ -462,6 +463,75 @@ class SpoolUploader:
 
     def _fail(self, path: Path, uri: str | None, kind: ErrorKind, message: str) -> None:
         self.bus.emit(FileFailed(path, uri, kind, message))
+
+
+class ClaimFeed:
+    """The workers' one shared stream of claimed files, claimed one batch ahead.
+
+    A thread of its own advances the scan and commits the next batch of claims (one fsync)
+    while the workers still take files from the current one, so no worker waits for a commit
+    (measured: ~9% of the workers' wall time on W1 when a worker committed each batch itself).
+    A batch reaches the workers only once its claims are committed, so every key is durable
+    before the first byte of its file is sent; at most two batches are claimed and not yet
+    taken (the current one and the next), and the next is claimed only once the workers took
+    the one before it (backpressure on the scan).
+    """
+
+    def __init__(
+        self,
+        batches: Iterator[list[tuple[Candidate, Claim]]],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self._batches = batches
+        self._on_error = on_error
+        self._cond = threading.Condition()
+        self._current: Iterator[tuple[Candidate, Claim]] = iter(())
+        self._next: list[tuple[Candidate, Claim]] | None = None  # committed, not yet taken
+        self._exhausted = False  # no batch will come any more
+        self._closed = False  # the workers are gone
+        self._thread = threading.Thread(target=self._claim_ahead, name="claim", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _claim_ahead(self) -> None:
+        try:
+            for batch in self._batches:
+                with self._cond:
+                    self._next = batch
+                    self._cond.notify_all()
+                    self._cond.wait_for(lambda: self._next is None or self._closed)
+                    if self._closed:
+                        return
+        except Exception as exc:  # one sentence stops the run (``on_error``)
+            self._on_error(exc)
+        finally:
+            with self._cond:
+                self._exhausted = True
+                self._cond.notify_all()
+
+    def take(self) -> tuple[Candidate, Claim] | None:
+        """The next claimed file; None when there is none left (or claiming failed)."""
+        with self._cond:
+            while True:
+                item = next(self._current, None)
+                if item is not None:
+                    return item
+                if self._next is not None:
+                    self._current, self._next = iter(self._next), None
+                    self._cond.notify_all()  # the claimer may claim the batch after it
+                elif self._exhausted:
+                    return None
+                else:
+                    self._cond.wait()
+
+    def close(self) -> None:
+        """The workers are done: let the claimer go (it claims nothing more) and wait for it."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.ident is not None:
+            self._thread.join()
 
 
 def _fsync_beneath(root: Path, reldir: str) -> None:
