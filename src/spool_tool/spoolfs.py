@@ -239,9 +239,10 @@ class At:
     path: Path
     fd: int | None = None
 
-    def ref(self, name: str) -> str | Path:
-        """``name`` as an argument for an ``os`` call that also gets ``dir_fd=self.fd``."""
-        return name if self.fd is not None else self.path / name
+    def ref(self, name: str) -> str:
+        """``name`` as an argument for an ``os`` call that also gets ``dir_fd=self.fd`` (a
+        string: ~0.25 us against ~1.7 us for a ``Path``, and a file's move takes several)."""
+        return name if self.fd is not None else f"{self.path}/{name}"
 
     def lstat(self, name: str) -> os.stat_result:
         return os.stat(self.ref(name), dir_fd=self.fd, follow_symlinks=False)
