@@ -309,7 +309,10 @@ class EventBus:
         self.listeners: list[Listener] = list(listeners or [])
         self._lock = threading.RLock()
 
-    def emit(self, event: Event) -> None:
+    def emit(self, *events: Event) -> None:
+        """Each event to every listener, in order; several at once take the lock once (a
+        file's upload and move: one hand-off among the workers, not two)."""
         with self._lock:
-            for listener in self.listeners:
-                listener(event)
+            for event in events:
+                for listener in self.listeners:
+                    listener(event)

@@ -103,6 +103,7 @@ class SpoolUploader:
         self.spool_dir = spool_dir
         self.new = spool_dir / "new"
         self.completed = spool_dir / "completed"
+        self._new_at, self._completed_at = At(self.new), At(self.completed)  # by path
         self.journal = journal
         self.destination = destination
         self.config = config
@@ -239,8 +240,11 @@ class SpoolUploader:
     def _ship(self, candidate: Candidate, claim: Claim) -> None:
         uri = self.config.destination.uri_for(claim.key)
         try:
-            with self._source_dir(candidate) as here:
-                self._ship_from(here, candidate, claim, uri)
+            if candidate.reldir:
+                with self._source_dir(candidate) as here:
+                    self._ship_from(here, candidate, claim, uri)
+            else:  # directly in new/ (every file without --recursive): no descriptor to open
+                self._ship_from(self._new_at, candidate, claim, uri)
         except Exception as exc:  # one broken file must never stop the others
             self._handle_failure(candidate.path, uri, exc)
         finally:
@@ -284,6 +288,9 @@ class SpoolUploader:
                 return  # written to since the scan: not eligible any more
             result, seconds = self._upload(source, claim)
             self._check_unchanged(source, claim, result)
+            if not candidate.reldir:
+                self._move(source, here, self._completed_at, "", claim, result, uri, seconds)
+                return
             with dir_beneath(self.completed, candidate.reldir, create=True) as there:
                 self._move(source, here, there, candidate.reldir, claim, result, uri, seconds)
         finally:
@@ -437,8 +444,10 @@ class SpoolUploader:
                 self._dirs.add(reldir)
             due = len(self._done) >= FLUSH_EVERY
         resumed = seconds is None
-        self.bus.emit(FileUploaded(source.path, uri, result.size, seconds or 0.0, resumed=resumed))
-        self.bus.emit(FileMoved(source.path, dst))
+        self.bus.emit(
+            FileUploaded(source.path, uri, result.size, seconds or 0.0, resumed=resumed),
+            FileMoved(source.path, dst),
+        )
         if due:
             self._flush()
 
