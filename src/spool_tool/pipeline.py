@@ -4,12 +4,12 @@ A file leaves ``new/`` only after the destination confirmed the complete object 
 was re-checked unchanged (dev, inode, size, mtime) by descriptor and by name.
 
 Threads, not asyncio tasks, carry the files: ``--concurrency`` workers each take the next
-file from one shared, lock-protected stream (scan -> claim in batches) and do the whole
-per-file job (open, upload, re-check, move) with blocking calls that release the GIL. There is
-no coordinator to hand files over, so a file costs no thread wake-ups of its own; the files in
-flight are bounded by the number of workers, and the scan advances only as they take files
-(backpressure). Measured against an asyncio task per file with a thread hop for each upload,
-this removes most of the per-file scheduling cost (BENCHMARKS.md).
+file from one shared stream (scan -> claim in batches, one batch ahead: ``ClaimFeed``) and do
+the whole per-file job (open, upload, re-check, move) with blocking calls that release the GIL.
+There is no coordinator to hand files over, so a file costs no thread wake-ups of its own;
+the files in flight are bounded by the number of workers, and the scan advances only as they
+take files (backpressure). Measured against an asyncio task per file with a thread hop for each
+upload, this removes most of the per-file scheduling cost (BENCHMARKS.md).
 """
 
 from __future__ import annotations
