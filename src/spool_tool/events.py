@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,34 +303,16 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Fans events out to listeners, one event at a time and in the order they were emitted
-    (events come from worker threads; a listener is never called from two at once)."""
+    """Fans events out to listeners, one event at a time (events come from worker threads)."""
 
     def __init__(self, listeners: list[Listener] | None = None) -> None:
         self.listeners: list[Listener] = list(listeners or [])
-        self._lock = threading.RLock()  # held by the thread delivering; a listener may emit
-        self._queued: collections.deque[Event] = collections.deque()
+        self._lock = threading.RLock()
 
-    def emit(self, *events: Event, wait: bool = True) -> None:
-        """Deliver ``events`` (after any still queued). ``wait=False`` (the per-file events of
-        the workers): when another thread is delivering, leave them to it and return at once,
-        so that no worker blocks on the bus (64 workers convoyed on its lock on W1). Either
-        way every event is delivered before the emitting threads are done with the bus."""
-        self._queued.extend(events)  # one C call: atomic under the GIL
-        if wait:
-            with self._lock:
-                self._deliver()
-        # Whoever held the lock when we looked may have finished before our events came:
-        # deliver what is left unless another thread is at it (it looks again after us).
-        while self._queued and self._lock.acquire(blocking=False):
-            try:
-                self._deliver()
-            finally:
-                self._lock.release()
-
-    def _deliver(self) -> None:
-        queued = self._queued
-        while queued:
-            event = queued.popleft()
-            for listener in self.listeners:
-                listener(event)
+    def emit(self, *events: Event) -> None:
+        """Each event to every listener, in order; several at once take the lock once (a
+        file's upload and move: one hand-off among the workers, not two)."""
+        with self._lock:
+            for event in events:
+                for listener in self.listeners:
+                    listener(event)

@@ -447,7 +447,6 @@ class SpoolUploader:
         self.bus.emit(
             FileUploaded(source.path, uri, result.size, seconds or 0.0, resumed=resumed),
             FileMoved(source.path, dst),
-            wait=False,
         )
         if due:
             self._flush()
