@@ -83,6 +83,21 @@ def test_every_object_option_is_read_back_from_seaweedfs(
 
 
 @pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_virtual_addressing_on_an_ip_endpoint_is_path_style_as_botocore_does(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, engine: str
+) -> None:
+    """``BUCKET.127.0.0.1`` is no host name: botocore sends path-style there, and so must
+    obstore (whose URL parser panicked on it: a traceback, the file never shipped)."""
+    (spool_dir / "new" / "a.txt").write_text("a")
+    result = run_cli(
+        "--engine", engine, "--addressing-style", "virtual", "--max-attempts", "1",
+        spool_dir, f"s3://{s3_bucket}/", env=seaweed.env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert get_body(seaweed.client(), s3_bucket, "a.txt") == b"a"
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
 def test_sse_kms_with_key_id_is_read_back_on_moto(
     moto_bucket: str, moto_client: S3Client, moto_env: dict[str, str], spool_dir: Path, engine: str
 ) -> None:

@@ -19,6 +19,7 @@ Safety notes, measured on obstore 0.12.1:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import uuid
@@ -166,8 +167,10 @@ def make_store(
     custom = endpoint.url is not None
     style = endpoint.addressing_style
     # botocore's rule: a custom endpoint is path-style unless "virtual"; AWS is virtual unless
-    # "path".
+    # "path"; an IP address endpoint is always path-style (BUCKET.10.0.0.1 names no host).
     virtual = (style == "virtual") if custom else (style != "path")
+    if custom and _is_ip_endpoint(str(endpoint.url)):
+        virtual = False
     config: S3Config = {
         "region": endpoint.region,
         "virtual_hosted_style_request": virtual,
@@ -210,6 +213,14 @@ def make_store(
         retry_config=retry_config,
         credential_provider=BotoCredentials(credentials),
     )
+
+
+def _is_ip_endpoint(url: str) -> bool:
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
 
 
 class ObstoreEngine:
