@@ -598,6 +598,13 @@ BASE = '[[spool]]\ndirs = ["/s"]\ndestination = "noop"\n'
         (BASE + 'storage_class = "cold"\n', "storage_class", "STANDARD_IA"),
         (BASE.replace('"noop"', '"s3://B/"'), "destination", "not a valid S3 bucket name"),
         (BASE + 'metadata = { "bad\\nkey" = "v" }\n', "metadata", "invalid key"),
+        # Found by the issue-8 black-box run: each of these was accepted, then failed later
+        # without its line (or with a Rust panic's traceback from obstore).
+        (BASE + 'endpoint_url = "http://[::1"\n', "endpoint_url", "expected http(s)://HOST"),
+        (BASE + 'endpoint_url = "http://h:99999"\n', "endpoint_url", "port"),
+        (BASE + 'endpoint_url = "http://:80"\n', "endpoint_url", "expected http(s)://HOST"),
+        (BASE + 'content_type = "text/plain\\nX: y"\n', "content_type", "control character"),
+        (BASE + 'metadata = { k = "a\\u0001b" }\n', "metadata", "control character"),
     ],
     ids=lambda v: v if isinstance(v, str) and v.isidentifier() else None,
 )

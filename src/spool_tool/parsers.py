@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spool_tool.bwlimit import parse_rate
 from spool_tool.config import MinFree, parse_destination
@@ -97,6 +98,56 @@ def text(pattern: str | None = None, expected: str = "") -> Parser:
     return parse
 
 
+def endpoint_url(value: object) -> str | None:
+    """``--endpoint-url``: ``http(s)://HOST[:PORT][/PATH]``, checked as a URL (a bad host or
+    port would otherwise reach the S3 libraries, whose URL parsers may panic); empty: AWS."""
+    parsed = text()(value)
+    if parsed is None:
+        return None
+    url = str(parsed)
+    expected = "expected http(s)://HOST[:PORT]"
+    try:
+        parts = urlsplit(url)  # ValueError: an unclosed '[' of an IPv6 address
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname or _unprintable(url):
+        raise ValueError(expected)
+    try:
+        port = parts.port  # ValueError: not a number, or over 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("port must be 1..65535")
+    return url
+
+
+def _unprintable(value: str, *, ascii_only: bool = False) -> bool:
+    """Whether ``value`` holds a control character (or, ``ascii_only``, any non-ASCII one)."""
+    if ascii_only and not value.isascii():
+        return True
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)  # noqa: PLR2004
+
+
+HEADER_TEXT = "must be printable ASCII (no control characters): it is sent as an HTTP header"
+
+
+def header_text(value: object) -> str | None:
+    """A string sent as an HTTP header value (``--content-type``); empty means unset."""
+    parsed = text()(value)
+    if parsed is not None and _unprintable(str(parsed), ascii_only=True):
+        raise ValueError(HEADER_TEXT)
+    return parsed if parsed is None else str(parsed)
+
+
+def header_pairs(value: object) -> tuple[tuple[str, str], ...]:
+    """:func:`pairs` whose values are sent as HTTP headers (``--metadata``: x-amz-meta-KEY)."""
+    items = pairs(value)
+    for key, val in items:
+        if _unprintable(val, ascii_only=True):
+            raise ValueError(f"value of {key!r} {HEADER_TEXT}")
+    return items
+
+
 def rate(value: object) -> int | None:
     """``--bwlimit``: ``"20M"``, ``"512K"``, bytes per second (at least 1K); empty: off."""
     if value in ("", None):
@@ -136,7 +187,7 @@ def hostname(value: object) -> str:
         raise ValueError(f"expected a string, got {_describe(value)}")
     if not value or len(value.encode("utf-8", "surrogateescape")) > MAX_HOSTNAME_BYTES:
         raise ValueError(f"must be 1..{MAX_HOSTNAME_BYTES} bytes")
-    if "/" in value or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):  # noqa: PLR2004
+    if "/" in value or _unprintable(value):
         raise ValueError("must not contain '/' or control characters")
     return value
 
