@@ -36,6 +36,7 @@ CONCURRENCY_MODES: tuple[str, ...] = get_args(ConcurrencyMode)
 SSE_MODES: tuple[str, ...] = get_args(SSEMode)
 COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 ACLS: tuple[str, ...] = get_args(ACLName)
+CRT_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})  # botocore needs awscrt to compute these
 
 DEFAULT_CONCURRENCY = 64
 MTIME_KEY = "mtime"  # rclone's metadata key for the source modification time
@@ -142,16 +143,22 @@ class S3Options:
             raise ConfigError(
                 "needs --sse aws:kms", option="sse_kms_key_id", value=self.sse_kms_key_id
             )
-        if self.checksum in {"crc32c", "crc64nvme"} and self.engine == "boto3":
+        if self.engine != "auto":  # a named engine that cannot send these options
+            from spool_tool.destinations.engines import choose_engine  # noqa: PLC0415 - cycle
+
+            choose_engine(self)
+        if self.checksum in CRT_CHECKSUMS:
             _require_crt(self.checksum)
 
 
 def _require_crt(checksum: str) -> None:
-    import importlib.util  # noqa: PLC0415
+    """botocore computes these only with awscrt (a dependency, checked in case it is missing);
+    botocore sends every multipart part, whichever engine sends the single PUTs."""
+    from botocore.compat import HAS_CRT  # noqa: PLC0415 - imports awscrt: only when it matters
 
-    if importlib.util.find_spec("awscrt") is None:
+    if not HAS_CRT:
         raise ConfigError(
-            "with --engine boto3 needs the awscrt package (pip install 'boto3[crt]')",
+            "needs the awscrt package on the boto3 path (pip install awscrt)",
             option="checksum",
             value=checksum,
         )

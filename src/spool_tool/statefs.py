@@ -262,6 +262,8 @@ def check_state_root(state_root: Path, spool_dirs: Iterable[Path]) -> None:
             inside = os.path.realpath(spool / part)
             if _is_within(root, inside):
                 raise ConfigError(
-                    f"--state-dir {state_root} is inside {spool / part}: choose a directory "
-                    "outside the spool's new/ and completed/"
+                    f"is inside {spool / part}: choose a directory outside the spool's new/ "
+                    "and completed/",
+                    option="state_dir",
+                    value=str(state_root),
                 )

@@ -136,7 +136,9 @@ def choose_engine(options: S3Options) -> EngineKind:
         reason = kind.unsupported(options)
         if reason is not None:
             others = " or ".join(f"--engine {k.name}" for k in ENGINES if k is not kind)
-            raise ConfigError(f"--engine {kind.name} cannot send {reason}; use {others} or auto")
+            raise ConfigError(
+                f"cannot send {reason}; use {others} or auto", option="engine", value=kind.name
+            )
         return kind
     for kind in ENGINES:
         reason = kind.unsupported(options)

@@ -54,8 +54,6 @@ _T = TypeVar("_T")
 PARTS_IN_FLIGHT_PER_FILE = 4
 MAX_PARTS_IN_FLIGHT = 16
 MAX_PART_BYTES_IN_FLIGHT = 128 * 1024 * 1024  # over all files: 8 parts of 16 MiB
-# Checksums botocore computes only with awscrt (a dependency; checked in case it is missing).
-CRT_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})
 STORED_CHECKSUMS = ("CRC64NVME", "CRC32", "CRC32C", "SHA256", "SHA1")
 
 
@@ -94,20 +92,6 @@ def _config_parse_reason(exc: ConfigParseError) -> str:
     return f"cannot parse the AWS config file {where}{at} (a [section] header is malformed?)"
 
 
-def check_checksum_support(options: S3Options) -> None:
-    """Refuse, before any file is touched, a checksum botocore cannot compute here (botocore
-    sends every multipart upload, whichever engine sends the single PUTs)."""
-    if options.checksum not in CRT_CHECKSUMS:
-        return
-    from botocore.compat import HAS_CRT  # noqa: PLC0415 - imports awscrt: only when it matters
-
-    if not HAS_CRT:
-        raise ConfigError(
-            f"--checksum {options.checksum} needs the awscrt package on the boto3 path "
-            "(pip install awscrt)"
-        )
-
-
 class S3Destination:
     """Every request goes through ``self.requests`` (``gated.py``): one retry loop for both
     engines, whose ``gate`` bounds the requests in flight (1..``concurrency``, lowered while S3
@@ -127,7 +111,6 @@ class S3Destination:
         self.report_checksums = report_checksums
         self.options = options
         self.bucket = uri.bucket
-        check_checksum_support(options)
         # Keys and region from the environment where botocore could not answer otherwise (no
         # botocore import on the obstore fast path); else botocore's session now, so that a bad
         # --profile or config file fails before any file moves.
