@@ -489,3 +489,25 @@ def test_environment_typo_is_shown_before_the_error_it_may_explain(tmp_path: Pat
     assert "SPOOL_TOOL_PARTSIZE" in warning
     assert "did you mean SPOOL_TOOL_PART_SIZE?" in warning
     assert error.startswith(f"spool_tool: error: {config}:4: invalid part_size '1MiB'")
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["first-job", "second-job"])
+def test_error_found_when_the_destination_is_made_names_the_line_of_its_key(
+    tmp_path: Path, spool: Path, second: bool
+) -> None:
+    """A missing --profile is found only when the S3 destination is made (botocore reads the
+    AWS config then); it still names the line of the job's own ``profile`` key."""
+    make_files(spool / "new", 1)
+    other = tmp_path / "other"
+    (other / "new").mkdir(parents=True)
+    good = f'[[spool]]\ndirs = ["{other}"]\ndestination = "noop"\n'
+    bad = f'[[spool]]\ndirs = ["{spool}"]\ndestination = "s3://bucket/"\n\nprofile = "nosuch"\n'
+    config = tmp_path / "c.toml"
+    config.write_text(good + bad if second else bad + good)
+    before = snapshot(spool)
+    result = run_cli("--config", config, env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    line = 8 if second else 5
+    assert f"{config}:{line}: invalid profile 'nosuch': no such AWS profile" in result.stderr
+    assert snapshot(spool) == before

@@ -127,27 +127,35 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
     _route_library_logs(writer)
     for config in configs:
         _warn_network_state(config, writer)
-        if not config.template.is_unique_per_file:
-            writer.write(
-                logging.WARNING,
-                "config",
-                f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
-                "files may overwrite each other's objects",
-            )
-        elif config.recursive and not config.template.is_unique_per_nested_file:
-            writer.write(
-                logging.WARNING,
-                "config",
-                f"--format {config.template.text!r} with --recursive has no {{relpath}}/"
-                "{uuid4}/{uuid1} (nor {reldir} with {fname}): files of one name in two "
-                "directories may overwrite each other's objects",
-            )
-    summary = app.execute(configs, app_options, writer)
+        _warn_shared_keys(config, writer)
+    try:
+        summary = app.execute(configs, app_options, writer)
+    except ConfigError as exc:  # found while making a destination: before any file moved
+        raise _locate_in_jobs(exc, jobs) from None
     if app_options.watch:
         return ExitStatus.OK  # a daemon ends on a signal, its normal stop; failures were logged
     if summary.signal is not None:
         return ExitStatus.SIGNAL + summary.signal
     return ExitStatus.OK if summary.ok else ExitStatus.FAILED
+
+
+def _warn_shared_keys(config: Config, writer: LogWriter) -> None:
+    """One warning when --format can give two files one key."""
+    if not config.template.is_unique_per_file:
+        writer.write(
+            logging.WARNING,
+            "config",
+            f"--format {config.template.text!r} has no {{fname}}/{{uuid4}}/{{uuid1}}: "
+            "files may overwrite each other's objects",
+        )
+    elif config.recursive and not config.template.is_unique_per_nested_file:
+        writer.write(
+            logging.WARNING,
+            "config",
+            f"--format {config.template.text!r} with --recursive has no {{relpath}}/"
+            "{uuid4}/{uuid1} (nor {reldir} with {fname}): files of one name in two "
+            "directories may overwrite each other's objects",
+        )
 
 
 def _warn_network_state(config: Config, writer: LogWriter) -> None:
@@ -279,6 +287,16 @@ def build_app_options(run: Layer) -> AppOptions:
             run,
         )
     return AppOptions(**fields(run, "app"), level=_level(run))  # type: ignore[arg-type]
+
+
+def _locate_in_jobs(exc: ConfigError, jobs: list[dict[str, Setting]]) -> ConfigError:
+    """An error about one job's option value (a missing --profile), attributed to where the
+    first job with that value set it."""
+    for job in jobs:
+        setting = job.get(exc.option or "")
+        if setting is not None and setting.value == exc.value:
+            return locate(exc, job)
+    return exc
 
 
 def build_config(job: Layer) -> Config:

@@ -74,7 +74,7 @@ def make_session(options: S3Options) -> botocore.session.Session:
             session.set_config_variable("region", options.region)
         session.get_scoped_config()  # raises ProfileNotFound now rather than mid-run
     except ProfileNotFound as exc:
-        raise ConfigError(f"--profile {options.profile!r}: no such AWS profile") from exc
+        raise ConfigError("no such AWS profile", option="profile", value=options.profile) from exc
     except ConfigParseError as exc:
         raise ConfigError(_config_parse_reason(exc)) from exc
     return session
