@@ -511,3 +511,12 @@ def test_error_found_when_the_destination_is_made_names_the_line_of_its_key(
     line = 8 if second else 5
     assert f"{config}:{line}: invalid profile 'nosuch': no such AWS profile" in result.stderr
     assert snapshot(spool) == before
+
+
+def test_config_from_the_environment_with_spool_dirs_names_the_variable(spool: Path) -> None:
+    config = spool.parent / "c.toml"
+    config.write_text(f'[[spool]]\ndirs = ["{spool}"]\ndestination = "noop"\n')
+    result = run_cli(spool, "noop", env={"SPOOL_TOOL_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert "with SPOOL_TOOL_CONFIG, the spool dirs and destinations are in" in result.stderr

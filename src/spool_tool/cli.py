@@ -199,7 +199,9 @@ def resolve(
     jobs: list[dict[str, Setting]] = []
     if run["config"].value is not None:
         if paths and not run["status"].value:
-            raise ConfigError("with --config, the spool dirs and destinations are in the file")
+            raise ConfigError(
+                f"with {run['config'].spelled}, the spool dirs and destinations are in the file"
+            )
         from spool_tool.configfile import load_config_file  # noqa: PLC0415
 
         loaded = load_config_file(Path(_value(run, "config")))
