@@ -45,3 +45,20 @@ def test_metrics_doc_names_every_metric() -> None:
     assert names, exposition
     missing = sorted(name for name in names if name not in METRICS_DOC)
     assert not missing, f"docs/metrics.md does not describe {missing}"
+
+
+def test_readme_config_section_names_exactly_the_whole_run_options() -> None:
+    """The keys a config file accepts only in its global part are the schema's RUN scope."""
+    from spool_tool.options import OPTIONS, Scope  # noqa: PLC0415
+
+    section = " ".join(_section(README, "### Config file").split())
+    listed = re.search(r"the whole-run options \(([^)]*)\) may only be set there", section)
+    assert listed, "README '### Config file' no longer lists the whole-run options"
+    names = set(re.findall(r"`([a-z_*]+)`", listed.group(1)))
+    expanded = {
+        o.name
+        for o in OPTIONS
+        for n in names
+        if o.name == n or (n.endswith("*") and o.name.startswith(n[:-1]))
+    }
+    assert expanded == {o.name for o in OPTIONS if o.scope is Scope.RUN}
