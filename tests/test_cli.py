@@ -520,3 +520,22 @@ def test_config_from_the_environment_with_spool_dirs_names_the_variable(spool: P
     assert result.returncode == 2
     assert_one_line_error(result.stderr)
     assert "with SPOOL_TOOL_CONFIG, the spool dirs and destinations are in" in result.stderr
+
+
+def test_each_choice_list_is_declared_once() -> None:
+    """Every module-level ``X = Literal[...]`` of two or more strings is unique in src/: a
+    choice list (engines, compressions...) declared twice drifts (options.py reads config.py's)."""
+    import ast  # noqa: PLC0415
+
+    seen: dict[tuple[str, ...], str] = {}
+    for path in sorted((Path(__file__).parent.parent / "src" / "spool_tool").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Subscript) and ast.unparse(node.value) == "Literal"):
+                continue
+            items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+            choices = tuple(i.value for i in items if isinstance(i, ast.Constant))
+            if len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                continue
+            key, where = tuple(sorted(choices)), f"{path.name}:{node.lineno}"
+            assert key not in seen, f"{where} repeats {seen[key]}"
+            seen[key] = where

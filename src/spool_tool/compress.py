@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from spool_tool.spoolfs import Source
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-Compression = Literal["gzip", "zstd"]
+    from spool_tool.config import Compression  # the one declaration of the choices
 SUFFIX: dict[str, str] = {"gzip": ".gz", "zstd": ".zst"}
 ENCODING: dict[str, str] = {"gzip": "gzip", "zstd": "zstd"}
 ALREADY_COMPRESSED = (
