@@ -217,9 +217,15 @@ def full_key(prefix: str, rendered: str) -> str:
         raise FileError(f"file name is not valid UTF-8, cannot build a key ('{key}')") from exc
     if len(encoded) > MAX_KEY_BYTES:
         raise FileError(f"key is {len(encoded)} bytes, over S3's {MAX_KEY_BYTES}-byte limit")
-    if _CONTROL.search(key):
+    if has_control(key):
         raise FileError(f"key '{key}' contains control characters; rename the file")
     return key
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds an ASCII control character (refused in keys, header values and
+    the host name token)."""
+    return _CONTROL.search(text) is not None
 
 
 def whole_seconds(ns: int) -> int:

@@ -19,7 +19,7 @@ from spool_tool.bwlimit import parse_rate
 from spool_tool.config import MinFree, parse_destination
 from spool_tool.errors import ConfigError
 from spool_tool.filters import check_pattern
-from spool_tool.keys import KeyTemplate
+from spool_tool.keys import KeyTemplate, has_control
 from spool_tool.sizes import to_bytes
 
 Parser = Callable[[object], object]
@@ -123,9 +123,7 @@ def endpoint_url(value: object) -> str | None:
 
 def _unprintable(value: str, *, ascii_only: bool = False) -> bool:
     """Whether ``value`` holds a control character (or, ``ascii_only``, any non-ASCII one)."""
-    if ascii_only and not value.isascii():
-        return True
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)  # noqa: PLR2004
+    return (ascii_only and not value.isascii()) or has_control(value)
 
 
 HEADER_TEXT = "must be printable ASCII (no control characters): it is sent as an HTTP header"
