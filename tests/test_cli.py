@@ -533,9 +533,10 @@ def test_each_choice_list_is_declared_once() -> None:
             if not (isinstance(node, ast.Subscript) and ast.unparse(node.value) == "Literal"):
                 continue
             items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-            choices = tuple(i.value for i in items if isinstance(i, ast.Constant))
-            if len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            choices = [i.value for i in items if isinstance(i, ast.Constant)]
+            strings = [c for c in choices if isinstance(c, str)]
+            if len(strings) < 2 or len(strings) != len(items):
                 continue
-            key, where = tuple(sorted(choices)), f"{path.name}:{node.lineno}"
+            key, where = tuple(sorted(strings)), f"{path.name}:{node.lineno}"
             assert key not in seen, f"{where} repeats {seen[key]}"
             seen[key] = where
