@@ -57,6 +57,9 @@ botocore never probes the instance metadata service. Tests add what they need wi
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 import urllib.request
 import uuid
 from typing import TYPE_CHECKING
@@ -68,6 +71,7 @@ from hypothesis import settings
 from moto.server import ThreadedMotoServer
 
 from devtools.seaweed import SeaweedServer
+from spool_tool.journal import Journal
 from spool_tool.throttle import RetryPolicy
 
 if TYPE_CHECKING:
@@ -75,6 +79,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mypy_boto3_s3 import S3Client
+
+    from tests.faults.proxy import FaultProxy
 
 # CI runs the same Hypothesis examples every time (a red CI must mean a change broke something);
 # developers' runs explore new examples. HYPOTHESIS_PROFILE=ci reproduces CI locally.
@@ -137,6 +143,21 @@ def s3_bucket(seaweed: SeaweedServer) -> str:
     name = f"test-{uuid.uuid4().hex[:24]}"
     seaweed.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def proxy_seed() -> int:
+    """The fault proxy's random seed (a module overrides it to draw other faults)."""
+    return 20240601
+
+
+@pytest.fixture
+def proxy(seaweed: SeaweedServer, proxy_seed: int) -> Iterator[FaultProxy]:
+    """``tests.faults.proxy.FaultProxy`` in front of the session's SeaweedFS (no rules yet)."""
+    from tests.faults.proxy import FaultProxy  # noqa: PLC0415
+
+    with FaultProxy(seaweed.endpoint_url, seed=proxy_seed) as p:
+        yield p
 
 
 @pytest.fixture
@@ -237,3 +258,44 @@ def completed(spool: Path) -> Path:
 def spool_dir(spool: Path) -> Path:
     """The same spool as ``spool`` (the name most modules use)."""
     return spool
+
+
+@pytest.fixture
+def journal(spool: Path) -> Iterator[Journal]:
+    """The journal of ``spool``, open for the test and closed after it."""
+    with Journal.open(spool) as j:
+        yield j
+
+
+# --------------------------------------------------------------------------- mounts
+
+# A filesystem that fills up after a couple of files. The journal (claims, ledger, manifest
+# outbox) takes 32 KiB once checkpointed and more in its WAL while it is created: 64 KiB no
+# longer held it.
+TINY_TMPFS = "size=128k"
+
+
+def can_mount_in_namespace() -> str | None:
+    """None when ``unshare -m`` + ``mount -t tmpfs`` work here, else the reason they do not."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "unshare (util-linux) is not installed"
+    with tempfile.TemporaryDirectory() as probe:
+        result = subprocess.run(
+            [unshare, "-m", "--", "mount", "-t", "tmpfs", "-o", TINY_TMPFS, "tmpfs", probe],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    if result.returncode != 0:
+        return f"cannot mount a tmpfs in a mount namespace: {result.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def mount_namespace() -> None:
+    """Skip unless a tmpfs can be mounted in a mount namespace (``unshare -m``)."""
+    reason = can_mount_in_namespace()
+    if reason is not None:
+        pytest.skip(reason)

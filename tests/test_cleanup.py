@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -206,15 +205,6 @@ def test_delete_failure_is_reported_and_others_go_on(
     assert "Permission denied" in failed[0].message
     assert rec.state.end_cycle().delete_failed == 1
     assert not rec.state.end_cycle().ok
-
-
-@pytest.fixture
-def journal(spool: Path) -> Iterator[Journal]:
-    j = Journal.open(spool)
-    try:
-        yield j
-    finally:
-        j.close()
 
 
 def ledger(journal: Journal, *names: str) -> None:

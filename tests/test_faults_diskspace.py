@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SPOOL_TOOL
-from tests.test_faults_filesystem import _can_mount_in_namespace
 
 KIB = 1024
 
@@ -37,13 +36,6 @@ print(json.dumps({"completed": names("completed"), "new": names("new"),
 ' "$MNT"
 exit $rc
 """
-
-
-@pytest.fixture(scope="module")
-def mount_namespace() -> None:
-    reason = _can_mount_in_namespace()
-    if reason is not None:
-        pytest.skip(reason)
 
 
 def fill(directory: str, prefix: str, count: int) -> str:

@@ -20,7 +20,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -37,12 +37,6 @@ if TYPE_CHECKING:
 Engine = Literal["obstore", "boto3"]
 ENGINES: list[Engine] = ["obstore", "boto3"]
 PUT = frozenset({"PUT"})
-
-
-@pytest.fixture
-def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(seaweed.endpoint_url, seed=20240601) as p:
-        yield p
 
 
 def proxy_env(seaweed: SeaweedServer, proxy: FaultProxy) -> dict[str, str]:

@@ -29,6 +29,7 @@ import pytest
 from spool_tool.events import FileMoved
 from spool_tool.journal import Journal
 from spool_tool.run import run
+from tests.conftest import TINY_TMPFS
 from tests.faults.runs import (
     MiB,
     Recorder,
@@ -50,10 +51,6 @@ from tests.helpers import (
 
 if TYPE_CHECKING:
     from devtools.seaweed import SeaweedServer
-
-# The journal (claims, ledger, manifest outbox) takes 32 KiB once checkpointed and more in its
-# WAL while it is created: 64 KiB no longer held it.
-TINY_TMPFS = "size=128k"
 
 
 def claims_of(spool: Path) -> dict[str, str]:
@@ -411,31 +408,6 @@ def test_completed_on_another_filesystem_copies_then_removes_the_source(
 
 
 # ------------------------------------------------------------------------------- row 30
-
-
-def _can_mount_in_namespace() -> str | None:
-    """None when ``unshare -m`` + ``mount -t tmpfs`` work here, else the reason they do not."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return "unshare (util-linux) is not installed"
-    with tempfile.TemporaryDirectory() as probe:
-        result = subprocess.run(
-            [unshare, "-m", "--", "mount", "-t", "tmpfs", "-o", TINY_TMPFS, "tmpfs", probe],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    if result.returncode != 0:
-        return f"cannot mount a tmpfs in a mount namespace: {result.stderr.strip()}"
-    return None
-
-
-@pytest.fixture(scope="module")
-def mount_namespace() -> None:
-    reason = _can_mount_in_namespace()
-    if reason is not None:
-        pytest.skip(reason)
 
 
 # Runs "$@" in a new mount namespace with a 128 KiB tmpfs on $MNT (prepared by $PREPARE, then

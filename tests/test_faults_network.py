@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,12 +66,6 @@ pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 # ------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(seaweed.endpoint_url, seed=20240601) as p:
-        yield p
 
 
 # ------------------------------------------------------------------------------- rows 1 and 3

@@ -250,3 +250,21 @@ def test_limited_identity_list_buckets(limited_client: S3Client, s3_bucket: str)
     """ListBuckets is allowed but shows only the buckets the identity has actions on."""
     names = [b.get("Name") for b in limited_client.list_buckets()["Buckets"]]
     assert names == [ALLOWED_BUCKET]
+
+
+def test_no_fixture_is_copied_between_test_modules() -> None:
+    """A fixture two test modules need lives once, in conftest.py (a module may still override
+    a conftest fixture, e.g. a seed, under its own name)."""
+    import ast  # noqa: PLC0415
+    from collections import defaultdict  # noqa: PLC0415
+
+    defined: dict[str, list[str]] = defaultdict(list)
+    tests = Path(__file__).resolve().parent
+    for path in sorted(tests.rglob("test_*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and any(
+                "fixture" in ast.unparse(d) for d in node.decorator_list
+            ):
+                defined[node.name].append(path.name)
+    copied = {name: files for name, files in defined.items() if len(files) > 1}
+    assert not copied, f"fixtures in several test modules (move them to conftest.py): {copied}"

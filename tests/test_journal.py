@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from spool_tool.journal import Claim, Completion, Journal, LedgerEntry, SpoolBus
 from tests.helpers import damage_table
 
 BAD_NAME = os.fsdecode(b"x\xff")
-
-
-@pytest.fixture
-def journal(spool: Path) -> Iterator[Journal]:
-    j = Journal.open(spool)
-    try:
-        yield j
-    finally:
-        j.close()
 
 
 def reopen(j: Journal, spool: Path) -> Journal:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from spool_tool.journal import Claim, Completion, Journal
 from spool_tool.manifest import entry_line, rfc3339
 from spool_tool.outbox import OutboxEntry
-
-
-@pytest.fixture
-def journal(spool: Path) -> Iterator[Journal]:
-    with Journal.open(spool) as j:
-        yield j
 
 
 def done(name: str, key: str = "") -> Completion:
