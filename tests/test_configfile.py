@@ -605,6 +605,8 @@ BASE = '[[spool]]\ndirs = ["/s"]\ndestination = "noop"\n'
         (BASE + 'endpoint_url = "http://:80"\n', "endpoint_url", "expected http(s)://HOST"),
         (BASE + 'content_type = "text/plain\\nX: y"\n', "content_type", "control character"),
         (BASE + 'metadata = { k = "a\\u0001b" }\n', "metadata", "control character"),
+        (BASE + 'metadata = { "a:b" = "1" }\n', "metadata", "HTTP header name"),
+        (BASE + 'sse = "aws:kms"\nsse_kms_key_id = "a\\nb"\n', "sse_kms_key_id", "control"),
         (BASE + 'engine = "obstore"\nacl = "private"\n', "engine", "cannot send --acl"),
         (BASE + 'engine = "obstore"\nchecksum = "crc32"\n', "engine", "cannot send --checksum"),
         (BASE + 'state_dir = "/s/new/state"\n', "state_dir", "inside /s/new"),

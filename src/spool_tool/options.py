@@ -246,7 +246,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="CLASS", target="s3", doc_default="bucket default"),
     _choices("sse", SSE_MODES, "Server-side encryption.", S3, target="s3",
              doc_default="bucket default"),
-    Option("sse_kms_key_id", text(), "KMS key for --sse aws:kms.", S3, metavar="KEY",
+    Option("sse_kms_key_id", header_text, "KMS key for --sse aws:kms.", S3, metavar="KEY",
            target="s3", doc_default="bucket default"),
     _choices("acl", ACLS, "Canned ACL for every object.", S3, target="s3", doc_default="none"),
     Option("content_type", header_text, "Content-Type of every object.", S3,

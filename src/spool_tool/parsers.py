@@ -137,10 +137,18 @@ def header_text(value: object) -> str | None:
     return parsed if parsed is None else str(parsed)
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # of the HTTP token characters, those S3 keeps
+
+
 def header_pairs(value: object) -> tuple[tuple[str, str], ...]:
-    """:func:`pairs` whose values are sent as HTTP headers (``--metadata``: x-amz-meta-KEY)."""
+    """:func:`pairs` sent as HTTP headers (``--metadata``: x-amz-meta-KEY: VALUE); a tag's
+    key may hold ``: / = @`` and spaces, a header name may not."""
     items = pairs(value)
     for key, val in items:
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(
+                f"invalid key {key!r}: it goes in an HTTP header name (letters, digits, _ . + -)"
+            )
         if _unprintable(val, ascii_only=True):
             raise ValueError(f"value of {key!r} {HEADER_TEXT}")
     return items
