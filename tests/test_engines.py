@@ -292,3 +292,65 @@ def test_parts_in_flight_over_all_files_stay_under_the_byte_cap(
     assert errors == []
     assert len(watch.headers) == 12
     assert 2 <= watch.most <= 3
+
+
+# ------------------------------------------------------------------ a panic in obstore
+
+
+def _real_panic() -> BaseException:
+    """A real ``pyo3_runtime.PanicException``: obstore's URL parser panics on this endpoint
+    (our option parser refuses it; here the store is made directly) at the first request."""
+    import obstore  # noqa: PLC0415
+    from obstore.store import S3Store  # noqa: PLC0415
+
+    try:
+        store = S3Store("b", endpoint="http://[::1", region="us-east-1", skip_signature=True)
+        obstore.put(store, "k", b"x")
+    except BaseException as exc:  # the panic is what we came for
+        return exc
+    pytest.fail("obstore no longer panics on a bad endpoint: find another real panic")
+
+
+def test_a_panic_in_obstore_fails_that_file_and_the_others_ship(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, s3_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A Rust panic is a BaseException (``except Exception`` lets it through as a traceback):
+    the obstore engine makes it one file's error, so that file stays in new/ and the run goes
+    on; in the pre-flight it is one fatal line."""
+    import obstore  # noqa: PLC0415
+
+    from spool_tool.run import run  # noqa: PLC0415
+    from tests.faults.runs import make_config  # noqa: PLC0415
+    from tests.helpers import list_objects, make_files  # noqa: PLC0415
+
+    with monkeypatch.context() as env:  # obstore would take AWS_ENDPOINT_URL instead
+        for name in [name for name in os.environ if name.startswith("AWS_")]:
+            env.delenv(name)
+        panic = _real_panic()
+    real_put = obstore.put
+    assert not isinstance(panic, Exception)
+
+    def put(store: object, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.endswith("f00001.dat"):
+            raise panic
+        return real_put(store, key, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(obstore, "put", put)
+    make_files(spool_dir / "new", 3)
+    config = make_config(spool_dir, s3_bucket, seaweed.endpoint_url, engine="obstore")
+    summary = run(config, [])
+    names = sorted(key.rsplit("/", 1)[-1] for key in list_objects(seaweed.client(), s3_bucket))
+    assert names == ["f00000.dat", "f00002.dat"]
+    assert sorted(p.name for p in (spool_dir / "new").iterdir()) == ["f00001.dat"]
+    [failure] = summary.failures
+    assert "the S3 client library (obstore) failed" in str(failure), failure
+
+    def get(*_: object, **__: object) -> Any:
+        raise panic
+
+    monkeypatch.setattr(obstore, "get", get)
+    summary = run(config, [])
+    assert summary.stopped is not None
+    assert "the S3 client library (obstore) failed" in summary.stopped
+    assert sorted(p.name for p in (spool_dir / "new").iterdir()) == ["f00001.dat"]

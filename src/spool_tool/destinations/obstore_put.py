@@ -265,6 +265,10 @@ class ObstoreEngine:
             raise
         except Exception as exc:
             raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+        except BaseException as exc:
+            if not is_panic(exc):
+                raise
+            raise ConfigError(f"cannot configure the S3 client: {first_line(exc)}") from exc
         return cls(store, endpoint, options, context.requests)
 
     def put(self, data: bytes, spec: PutSpec) -> Confirmed:
@@ -292,6 +296,10 @@ class ObstoreEngine:
             result = self.requests.call(send, self.failure_of, body=len(data))
         except Exception as exc:
             raise self.translate(exc, spec.uri) from exc
+        except BaseException as exc:  # a panic: this object fails, the others go on
+            if not is_panic(exc):
+                raise
+            raise FileError(PANIC, uri=spec.uri, cause=first_line(exc)) from exc
         # S3 verified the body against our x-amz-checksum-*; the ETag (the body's MD5 for a
         # single PUT) is what --verify-before-delete compares later. obstore does not say the
         # checksum: where it is recorded (--manifest), it is the value obstore sent.
@@ -322,6 +330,10 @@ class ObstoreEngine:
             error = classify_preflight(failure, uri)
             if error is not None:
                 raise error from exc
+        except BaseException as exc:
+            if not is_panic(exc):
+                raise
+            raise FatalError(PANIC, uri=uri, cause=first_line(exc)) from exc
 
     def failure_of(self, exc: BaseException) -> S3Failure | None:
         """What the request saw, from obstore's exception: its class and, since obstore has no
@@ -365,7 +377,22 @@ class ObstoreEngine:
             return classify(failure, uri)
         if isinstance(exc, ValueError):
             return FileError("invalid key", uri=uri, cause=str(exc))
-        return RetryableError(type(exc).__name__, uri=uri, cause=str(exc).splitlines()[0])
+        return RetryableError(type(exc).__name__, uri=uri, cause=first_line(exc))
+
+
+PANIC = "the S3 client library (obstore) failed"
+
+
+def is_panic(exc: BaseException) -> bool:
+    """A panic in obstore's Rust code, for input no check of ours refused: pyo3 raises
+    ``pyo3_runtime.PanicException``, a BaseException, which ``except Exception`` lets through
+    as a traceback. It becomes one of our errors (the backstop; the parsers refuse what is
+    known to panic, e.g. an endpoint URL that does not parse)."""
+    return type(exc).__module__ == "pyo3_runtime"
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _transport(text: str) -> Transport | None:
