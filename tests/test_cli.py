@@ -357,6 +357,15 @@ def test_unknown_environment_variable_is_warned_about(spool: Path) -> None:
     assert "SPOOL_TOOL_CRASH_AT" not in result.stderr
 
 
+def test_an_unknown_variable_like_no_option_gets_no_hint(spool: Path) -> None:
+    """Names are compared without the SPOOL_TOOL_ prefix they all share (with it,
+    SPOOL_TOOL_FOO was 'close' to SPOOL_TOOL_FORMAT)."""
+    result = run_cli("--dry-run", spool, "noop", env={"SPOOL_TOOL_FOO": "1"})
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if "environment variable" in line]
+    assert warning.endswith("unknown environment variable SPOOL_TOOL_FOO ignored"), warning
+
+
 def test_spool_tool_template_is_a_deprecated_spelling_of_format(spool: Path) -> None:
     make_files(spool / "new", 1)
     result = run_cli("--dry-run", spool, "s3://bucket", env={"SPOOL_TOOL_TEMPLATE": "t/{fname}"})

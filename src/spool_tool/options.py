@@ -377,8 +377,10 @@ def from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Setting], li
 
 
 def _unknown_variable(name: str) -> str:
-    close = difflib.get_close_matches(name, [o.env for o in OPTIONS if o.in_environment], n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
+    # Compared without the shared prefix, which would make every name look close.
+    names = {o.env.removeprefix(ENV_PREFIX): o.env for o in OPTIONS if o.in_environment}
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(names), n=1)
+    hint = f"; did you mean {names[close[0]]}?" if close else ""
     return f"unknown environment variable {name} ignored{hint}"
 
 
