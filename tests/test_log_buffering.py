@@ -7,11 +7,13 @@ import sys
 import threading
 import time
 
+import pytest
+
 from spool_tool.observe.logs import FLUSH_SECONDS, INFO, WARNING, LogWriter
 
 
 class CountingStream:
-    """A text stream that records each write (thread-safe: the timer writes too)."""
+    """A text stream that records each write (thread-safe: the flusher writes too)."""
 
     def __init__(self) -> None:
         self.writes: list[str] = []
@@ -42,6 +44,34 @@ def test_info_lines_are_written_together_within_the_flush_interval() -> None:
     assert len(stream.writes) == 1
     lines = stream.text().splitlines()
     assert [line.split(" ", 2)[2] for line in lines] == [f"uploaded f{i}" for i in range(100)]
+
+
+def test_batches_are_flushed_by_one_thread_not_a_thread_per_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each batch once started a Timer thread, and ``Thread.start`` waits for the thread to run
+    while the writer is called with the event bus's lock held; one flusher serves every batch
+    and every writer."""
+    streams = [CountingStream(), CountingStream()]
+    writers = [LogWriter(stream=stream) for stream in streams]
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    for batch in range(4):
+        for writer in writers:
+            writer.write(INFO, "uploaded", f"uploaded b{batch}")
+        deadline = time.monotonic() + FLUSH_SECONDS + 5
+        while not all(len(s.writes) > batch for s in streams):
+            assert time.monotonic() < deadline, "a batch was not flushed"
+            time.sleep(0.01)
+    monkeypatch.undo()
+    assert started in ([], ["log-flush"])  # at most the one flusher, once per process
+    assert [len(s.writes) for s in streams] == [4, 4]
 
 
 def test_a_warning_writes_the_queued_lines_before_it_in_order() -> None:

@@ -80,6 +80,39 @@ def flush_all() -> None:
 atexit.register(flush_all)
 
 
+class _Flusher:
+    """One thread, started once per process, that writes each writer's queued lines
+    ``FLUSH_SECONDS`` after the first of them. A ``threading.Timer`` per batch started a thread
+    for each batch, and ``Thread.start`` waits until the thread runs: while the writer was called
+    with the event bus's lock held, so every finishing worker waited too."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[LogWriter] = []
+        self._thread: threading.Thread | None = None
+
+    def request(self, writer: LogWriter) -> None:
+        with self._cond:
+            self._due.append(writer)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="log-flush", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._due))
+            time.sleep(FLUSH_SECONDS)
+            with self._cond:
+                due, self._due = self._due, []
+            for writer in dict.fromkeys(due):
+                writer.flush_queued()
+
+
+_FLUSHER = _Flusher()
+
+
 def level_for(verbose: int, quiet: int) -> int:
     """-v: debug; default: info; -q: warnings and errors; -qq: errors only."""
     return max(DEBUG, min(ERROR, INFO - 10 * verbose + 10 * quiet))
@@ -118,7 +151,7 @@ class LogWriter:
         self.out = out if out is not None else sys.stdout
         self._lock = threading.Lock()
         self._queued: list[str] = []
-        self._timer: threading.Timer | None = None
+        self._flush_requested = False  # the flusher will write the queued lines
         self._stamp = (-1, "")  # (whole second, its text): one strftime per second
         _WRITERS.add(self)
 
@@ -137,18 +170,16 @@ class LogWriter:
             self._write_queued()
 
     def _write_queued(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._flush_requested = False
         if not self._queued:
             return
         text, self._queued = "".join(self._queued), []
         self._stream.write(text)
         self._stream.flush()
 
-    def _flush_later(self) -> None:
-        # On the timer's thread: a stream that cannot be written is reported by the next
-        # synchronous write (a warning, the summary), never as a traceback from here.
+    def flush_queued(self) -> None:
+        """The flusher's call: a stream that cannot be written is reported by the next
+        synchronous write (a warning, the summary), never as a traceback from its thread."""
         with contextlib.suppress(OSError, ValueError):
             self.flush()
 
@@ -157,10 +188,9 @@ class LogWriter:
             self._queued.append(line)
             if at_once:
                 self._write_queued()
-            elif self._timer is None:
-                self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
-                self._timer.daemon = True
-                self._timer.start()
+            elif not self._flush_requested:
+                self._flush_requested = True
+                _FLUSHER.request(self)
 
     def _text_stamp(self) -> str:
         now = time.time()
