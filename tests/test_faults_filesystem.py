@@ -733,3 +733,49 @@ def test_damaged_journal_is_one_line_with_the_way_out_and_moving_it_aside_recove
     again = run_cli("--delete-after", "0", spool_dir, "noop", timeout=60)
     assert again.returncode == 0, again.stderr
     assert completed_names(spool_dir) == []
+
+
+@pytest.mark.parametrize("in_the_way", ["file", "dangling symlink"])
+def test_completed_that_is_not_a_directory_is_one_line_and_the_other_spools_ship(
+    tmp_path: Path, in_the_way: str
+) -> None:
+    """A file (or a symlink to nowhere) where completed/ should be used to end in a
+    FileExistsError traceback from its mkdir. Now: one ERROR line naming it, nothing of that
+    spool claimed or moved, the spools after it shipped, exit 1."""
+    spools = [tmp_path / name for name in ("bad", "good")]
+    for spool in spools:
+        (spool / "new").mkdir(parents=True)
+        (spool / "new" / f"{spool.name}.txt").write_bytes(b"x")
+    completed = spools[0] / "completed"
+    if in_the_way == "file":
+        completed.write_bytes(b"not a directory")
+    else:
+        completed.symlink_to(tmp_path / "nowhere")
+
+    result = run_cli(*spools, "noop", timeout=60)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].endswith(f" ERROR {completed}: cannot use the directory: not a directory")
+    assert (spools[0] / "new" / "bad.txt").exists()
+    assert completed_names(spools[1]) == ["good.txt"]
+
+
+def test_journal_that_cannot_be_opened_is_reported_once_per_run(spool_dir: Path) -> None:
+    """A journal that is not a database (or cannot be opened) used to print its ERROR line
+    twice, once for the upload phase and again for cleanup. Now once; nothing moves; exit 1."""
+    (spool_dir / "new" / "a.txt").write_bytes(b"a")
+    (spool_dir / "completed").mkdir()
+    state = spool_dir / ".spool_tool"
+    state.mkdir()
+    (state / "journal.sqlite3").write_bytes(b"not sqlite at all" * 512)
+
+    result = run_cli(spool_dir, "noop", timeout=60)
+
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert "the journal is damaged (file is not a database)" in errors[0]
+    assert (spool_dir / "new" / "a.txt").exists()

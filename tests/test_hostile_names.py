@@ -91,6 +91,11 @@ def test_dry_run_output_escapes_names(tmp_path: Path) -> None:
     assert f"key '{SHOWN['undecodable']}' " not in result.stderr  # escaped once, not twice
     assert f"('{SHOWN['undecodable']}')" in result.stderr
     assert "\x1b" not in result.stderr
+    for shown in (SHOWN["forged"], SHOWN["coloured"], SHOWN["undecodable"]):
+        # the line names the file once, escaped once (not again inside the cause)
+        (line,) = [line for line in warnings if shown in line]
+        assert f" WARNING {new}/{shown}: would fail: " in line, line
+        assert line.count(str(new)) == 1, line
 
 
 def test_status_escapes_the_spool_dir(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ class Job:
     config: Config
     destination: Destination | None = None
     error: str | None = None  # the destination could not be set up (no credentials...)
-    _busy: set[Path] = field(default_factory=set, init=False, repr=False)  # held by another run
+    # Spools whose lock or journal could not be taken this cycle (busy, damaged): reported once
+    _skipped: set[Path] = field(default_factory=set, init=False, repr=False)
 
     def open(self, factory: DestinationFactory) -> None:
         """Set up the destination if a phase needs S3 (a dry run never does)."""
@@ -80,7 +81,7 @@ class Job:
     # -- upload phase -------------------------------------------------------------------------
 
     def upload(self, bus: EventBus, state: RunState) -> None:
-        self._busy.clear()
+        self._skipped.clear()
         for spool in self.config.spool_dirs:
             if state.stopping:
                 return
@@ -108,17 +109,17 @@ class Job:
                     bus.emit(RunStopped(str(exc)))
 
     def _lock(self, spool: Path, bus: EventBus) -> Journal | None:
-        """Take the spool's lock; report (and return None) when it is busy or unusable. A busy
-        spool is reported once per cycle (its cleanup is skipped without a second notice)."""
-        if spool in self._busy:
+        """Take the spool's lock; report (and return None) when it is busy or unusable. Either
+        is reported once per cycle (its cleanup is skipped without a second line)."""
+        if spool in self._skipped:
             return None
         try:
             return Journal.open(spool, self.config.state_dir(spool))
         except SpoolBusyError:
-            self._busy.add(spool)
             bus.emit(SpoolSkipped(spool, f"{spool}: held by another spool_tool process", False))
-        except FatalError as exc:
+        except FatalError as exc:  # damaged, unwritable, not a database...
             bus.emit(SpoolSkipped(spool, str(exc), True))
+        self._skipped.add(spool)
         return None
 
     # -- cleanup phase ------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class Job:
             finally:
                 if journal is not None:
                     journal.close()
-        self._busy.clear()
+        self._skipped.clear()
 
 
 def _make_room(
@@ -202,7 +203,8 @@ def _upload_spool(
 ) -> None:
     """One spool's upload phase, with the spool's lock held: scan, pre-flight, recover, ship."""
     fs = SpoolFS()
-    fs.ensure_dir(spool / COMPLETED)
+    if not _ensure_completed(spool, fs, bus):
+        return
     candidates = _eligible(config, spool, bus, time.time())
     if candidates is None:
         return
@@ -225,6 +227,19 @@ def _upload_spool(
         uploader.run(itertools.chain([first], candidates))
     if listing is not None and not state.stopping:  # a stopped run's entries: the next run's
         ManifestWriter(spool, journal, destination, config, bus).write()
+
+
+def _ensure_completed(spool: Path, fs: SpoolFS, bus: EventBus) -> bool:
+    """Create ``completed/`` if missing; False (reported: this spool failed, the others go on)
+    when it cannot be (a file or a dangling symlink in its place, no permission...)."""
+    completed = spool / COMPLETED
+    try:
+        fs.ensure_dir(completed)
+    except OSError as exc:
+        why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror
+        bus.emit(SpoolSkipped(spool, f"{completed}: cannot use the directory: {why}", True))
+        return False
+    return True
 
 
 def _prune(spool: Path, config: Config) -> None:
@@ -274,7 +289,10 @@ def _list_would_upload(config: Config, spool: Path, bus: EventBus) -> None:
                 try:
                     key = key_for(config, candidate, token, now)
                 except FileError as exc:
-                    bus.emit(EntrySkipped(candidate.path, f"would fail: {exc}", warning=True))
+                    # the line names the file: the sentence without its subject
+                    bus.emit(
+                        EntrySkipped(candidate.path, f"would fail: {exc.detail()}", warning=True)
+                    )
                     continue
             bus.emit(WouldUpload(candidate.path, config.destination.uri_for(key)))
             listed += 1
