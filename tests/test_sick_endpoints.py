@@ -419,3 +419,60 @@ def test_wrong_secret_is_one_line_on_both_paths(
     assert "SignatureDoesNotMatch" in lines["boto3"]
     assert "check the secret key" in lines["boto3"]
     assert snapshot(spool_dir / "new") == before
+
+
+# ------------------------------------------------------------------- issue 9 audit: endpoints
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    ("spelled", "url"),
+    [
+        ("--endpoint-url", "http://a b"),
+        ("--endpoint-url", "http://h:notaport"),
+        ("--endpoint-url", "http://h:99999"),
+        ("--endpoint-url", "http://[::1"),
+        ("AWS_ENDPOINT_URL", "not a url"),
+        ("AWS_ENDPOINT_URL", "http://"),
+        ("AWS_ENDPOINT_URL_S3", "ftp://127.0.0.1:9"),
+    ],
+)
+def test_malformed_endpoint_url_is_a_usage_error_on_both_paths(
+    spool_dir: Path, engine: Engine, spelled: str, url: str
+) -> None:
+    """A malformed endpoint URL used to make obstore panic (a pyo3 PanicException traceback)
+    and botocore fail only at the pre-flight (exit 1), and AWS_ENDPOINT_URL was not checked at
+    all. Now one usage line naming where it came from, exit 2, nothing touched."""
+    (spool_dir / "new" / "a.txt").write_bytes(b"a")
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "x"}
+    args = [*SELECT[engine], spool_dir, "s3://bucket-x/"]
+    if spelled.startswith("--"):
+        args = [spelled, url, *args]
+    else:
+        env[spelled] = url
+    before = snapshot(spool_dir)
+
+    result = run_cli(*args, env=env, timeout=60)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"spool_tool: error: invalid {spelled} {url!r}: ")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert snapshot(spool_dir) == before
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_retry_warning_names_the_endpoint_from_aws_endpoint_url(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, proxy: FaultProxy, engine: Engine
+) -> None:
+    """The endpoint set by AWS_ENDPOINT_URL (the usual way for a self-hosted store) was named
+    "(AWS)" in the retry warning while every other line named its URL. Now its URL too."""
+    make_files(spool_dir / "new", 2, size=10)
+    proxy.set_rules([FaultRule(action="status", status=500, code="InternalError", times=2)])
+    env = {**seaweed.env(), "AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": ""}
+
+    result = run_cli(*SELECT[engine], spool_dir, f"s3://{s3_bucket}/", env=env, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, result.stderr
+    assert f"S3 endpoint {proxy.url}: requests are being retried (InternalError" in warnings[0]

@@ -98,6 +98,10 @@ def text(pattern: str | None = None, expected: str = "") -> Parser:
     return parse
 
 
+# The characters a URI may hold (RFC 3986).
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
 def endpoint_url(value: object) -> str | None:
     """``--endpoint-url``: ``http(s)://HOST[:PORT][/PATH]``, checked as a URL (a bad host or
     port would otherwise reach the S3 libraries, whose URL parsers may panic); empty: AWS."""
@@ -112,6 +116,8 @@ def endpoint_url(value: object) -> str | None:
         raise ValueError(expected) from None
     if parts.scheme not in {"http", "https"} or not parts.hostname or _unprintable(url):
         raise ValueError(expected)
+    if not _URI_CHARS.fullmatch(url):  # a space or a backslash: obstore's URL parser panics
+        raise ValueError(f"{expected} (no spaces: characters of a URI only)")
     try:
         port = parts.port  # ValueError: not a number, or over 65535
     except ValueError:

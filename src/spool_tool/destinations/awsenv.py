@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spool_tool.options import BY_NAME, parse_setting
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -70,3 +72,22 @@ def _empty(path: str) -> bool:
         return True
     except OSError:
         return False  # unreadable: botocore decides (and reports it)
+
+
+# The variables that name a custom S3 endpoint, in botocore's order (the S3 one wins).
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def configured_endpoint(options: S3Options, env: Mapping[str, str] = os.environ) -> str | None:
+    """The custom endpoint URL from ``--endpoint-url`` or the environment (None: AWS, or one
+    only botocore finds in a profile). A malformed variable is a ConfigError naming it, checked
+    as ``--endpoint-url`` is, before any file is touched: obstore would panic on it and
+    botocore would fail only at the first request."""
+    if options.endpoint_url:
+        return options.endpoint_url
+    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    for name in _ENDPOINT_VARIABLES:
+        if env.get(name):
+            return str(parse_setting(BY_NAME["endpoint_url"], env[name], name).value)
+    return None

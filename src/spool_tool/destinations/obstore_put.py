@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from spool_tool.destinations.awsenv import StaticAws
+from spool_tool.destinations.awsenv import StaticAws, configured_endpoint
 from spool_tool.destinations.engines import Confirmed, PutSpec, body_checksum, checksum_for
 from spool_tool.destinations.s3errors import (
     S3Failure,
@@ -136,12 +136,7 @@ def endpoint_without_client(session: Settings, options: S3Options, bucket: str) 
     if any(key in session.get_scoped_config() for key in _CLIENT_ONLY_CONFIG):
         return None
     region = session.get_config_variable("region")
-    if options.endpoint_url:
-        url: str | None = options.endpoint_url
-    elif env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
-        url = None
-    else:
-        url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    url = configured_endpoint(options, env)
     if url is None and not region:
         return None  # let botocore raise its own NoRegionError
     return Endpoint(url, region or "us-east-1", options.addressing_style)

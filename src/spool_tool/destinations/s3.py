@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from spool_tool.budget import ByteBudget
-from spool_tool.destinations.awsenv import static_aws
+from spool_tool.destinations.awsenv import configured_endpoint, static_aws
 from spool_tool.destinations.base import (
     NO_HEADERS,
     ObjectHeaders,
@@ -119,7 +119,7 @@ class S3Destination:
         self.requests = GatedRequests(
             concurrency,
             max_attempts=options.max_attempts,
-            notice=RetryNotice(options.endpoint_url, options.max_attempts),
+            notice=RetryNotice(configured_endpoint(options), options.max_attempts),
             adaptive=options.concurrency_mode == "adaptive",
         )  # the runner sets requests.limiter (--bwlimit: one for the whole run)
         self._cancelled = self.requests.stop
