@@ -128,13 +128,14 @@ def test_sigterm_abandons_uploads_in_flight_when_the_grace_period_ends(spool_dir
 # -- 9.12, 9.13, 9.17: the progress line -------------------------------------------------------
 
 
-def _on_pty(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+def _on_pty(*args: str, term: str = "xterm") -> tuple[subprocess.Popen[bytes], int]:
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
         [*SPOOL_TOOL, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=secondary,
+        env={**os.environ, "TERM": term},
     )
     os.close(secondary)
     return proc, primary
@@ -169,6 +170,20 @@ def test_progress_line_on_a_terminal_redraws_at_a_bounded_rate(spool_dir: Path) 
     redraws = text.count("files ")  # one per redraw of the status line
     assert redraws < 300, redraws  # 3,000 files: far fewer redraws than files
     assert text.rstrip("\r\n").endswith(SHOW_CURSOR)  # the line erased, the cursor back
+
+
+@pytest.mark.parametrize("term", ["dumb", ""])
+def test_no_status_line_on_a_dumb_terminal(spool_dir: Path, term: str) -> None:
+    """TERM=dumb (Emacs' shell, CI consoles) or no TERM: a terminal that cannot move its
+    cursor got the status line's erase and cursor codes as garbage. Now plain log lines."""
+    make_files(spool_dir / "new", 300, size=10)
+    proc, primary = _on_pty(str(spool_dir), "noop", term=term)
+    output = bytearray()
+    _read_until_eof(primary, output)
+    os.close(primary)
+    assert proc.wait(timeout=30) == 0
+    assert output.count(b"uploaded ") == 300
+    assert b"\x1b" not in output, bytes(output[-300:])
 
 
 def test_two_ctrl_c_leave_the_terminal_restored(spool_dir: Path) -> None:

@@ -7,6 +7,7 @@ status; this module decides which listeners run and how.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from spool_tool.run import Runner, run
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import IO
 
     from spool_tool.config import Config
     from spool_tool.observe.metrics import MetricsListener
@@ -72,7 +74,7 @@ def execute(configs: Sequence[Config], options: AppOptions, writer: LogWriter) -
         if options.metrics_file is not None:
             listeners.append(_textfile_writer(metrics))
     progress = None
-    if not options.watch and options.log_format == "text" and sys.stderr.isatty():
+    if not options.watch and options.log_format == "text" and _draws_a_status_line(sys.stderr):
         from spool_tool.observe.progress import ProgressDisplay  # noqa: PLC0415
 
         progress = ProgressDisplay(sys.stderr)
@@ -85,6 +87,12 @@ def execute(configs: Sequence[Config], options: AppOptions, writer: LogWriter) -
     finally:
         if progress is not None:
             progress.stop()
+
+
+def _draws_a_status_line(stream: IO[str]) -> bool:
+    """A terminal that moves its cursor: not ``TERM=dumb`` (Emacs' shell, many CI consoles),
+    where the erase and cursor codes of the status line would show as garbage, nor no TERM."""
+    return stream.isatty() and os.environ.get("TERM", "dumb") not in {"", "dumb"}
 
 
 def _textfile_writer(metrics: MetricsListener) -> Listener:

@@ -1,4 +1,5 @@
-"""A live status line on a terminal (text logs only; never in cron mail, pipes or JSON mode).
+"""A live status line on a terminal (text logs only; never in cron mail, pipes, JSON mode or on
+a ``TERM=dumb`` terminal: ``app`` decides).
 
 Modelled on rclone's stats line: bytes done (counting the parts of multipart uploads in
 flight) against the total the scan found, percentage, rate and ETA, then files. The scan
