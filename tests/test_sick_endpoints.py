@@ -445,7 +445,7 @@ def test_malformed_endpoint_url_is_a_usage_error_on_both_paths(
     all. Now one usage line naming where it came from, exit 2, nothing touched."""
     (spool_dir / "new" / "a.txt").write_bytes(b"a")
     env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "x"}
-    args = [*SELECT[engine], spool_dir, "s3://bucket-x/"]
+    args: list[str | Path] = [*SELECT[engine], spool_dir, "s3://bucket-x/"]
     if spelled.startswith("--"):
         args = [spelled, url, *args]
     else:

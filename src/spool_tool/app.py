@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from spool_tool.backlog import BacklogQuery, render_table, to_json
 from spool_tool.display import display_name
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from spool_tool.config import Config
     from spool_tool.observe.metrics import MetricsListener
+    from spool_tool.observe.output import CheckedOutput
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,21 @@ class AppOptions:
     metrics_address: str = "127.0.0.1"
 
 
-def show_status(spools: Sequence[BacklogQuery], log_format: str) -> bool:
+def show_status(spools: Sequence[BacklogQuery], log_format: str, out: CheckedOutput) -> bool:
     """Print each spool's backlog (JSON document or table), measured with its job's settings;
     changes nothing. False if a spool dir is missing or cannot be read (the reason is also
     written to stderr, one line each)."""
     now = time.time()
     backlogs = [query.measure(now) for query in spools]
     if log_format == "json":
-        sys.stdout.write(to_json(backlogs, generated_at=now) + "\n")
+        out.write(to_json(backlogs, generated_at=now) + "\n")
     else:
         from rich.console import Console  # noqa: PLC0415
 
         # Piped (cron mail, less): wide enough that paths are not cut.
-        render_table(backlogs, Console(width=None if sys.stdout.isatty() else 200))
+        # rich types its file as IO[str]; it calls only write, flush and isatty
+        console = Console(file=cast("IO[str]", out), width=None if out.isatty() else 200)
+        render_table(backlogs, console)
     for backlog in backlogs:
         if backlog.error is not None:
             sys.stderr.write(f"spool_tool: {display_name(backlog.error)}\n")

@@ -7,6 +7,7 @@ an :class:`ExitStatus`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -21,10 +22,11 @@ from spool_tool import __version__
 from spool_tool.app import AppOptions
 from spool_tool.backlog import BacklogQuery
 from spool_tool.config import Config, S3Options
-from spool_tool.errors import ConfigError
+from spool_tool.errors import ConfigError, OutputError
 from spool_tool.filters import PathFilter
 from spool_tool.keys import TOKENS
 from spool_tool.observe.logs import LogHandler, LogWriter, level_for
+from spool_tool.observe.output import CheckedOutput
 from spool_tool.options import (
     BY_NAME,
     OPTIONS,
@@ -115,13 +117,17 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
         for warning in from_environment(os.environ)[1]:  # a typo may explain the error
             sys.stderr.write(f"{PROG}: warning: {warning}\n")
         raise
+    out = CheckedOutput(sys.stdout)
     writer = LogWriter(
-        fmt=_value(run, "log_format"), level=_level(run), daemon=bool(_value(run, "watch"))
+        fmt=_value(run, "log_format"),
+        level=_level(run),
+        out=out,
+        daemon=bool(_value(run, "watch")),
     )
     for warning in warnings:
         writer.write(logging.WARNING, "config", warning)
     if run["status"].value:
-        return _status(paths, run, jobs, app.show_status)
+        return _status(paths, run, jobs, lambda spools, fmt: app.show_status(spools, fmt, out))
     app_options = build_app_options(run)
     configs = [build_config(job) for job in jobs]
     _route_library_logs(writer)
@@ -319,8 +325,13 @@ def _route_library_logs(writer: LogWriter) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (tests call it directly)."""
+    _open_closed_streams()
     try:
         result = command.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except OutputError as exc:
+        if exc.errno != errno.EPIPE:  # the reader went away (| head): nothing to say
+            sys.stderr.write(f"{PROG}: {exc}\n")
+        return ExitStatus.FAILED
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help(), err=True)
         return ExitStatus.USAGE
@@ -337,6 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, int):
         return int(result)
     return ExitStatus.OK  # --help / --version
+
+
+def _open_closed_streams() -> None:
+    """Started with stdin, stdout or stderr closed (``>&-`` in a cron line): ``/dev/null`` in
+    its place, so that output and logs go nowhere instead of failing, and no file the run
+    opens (the journal) takes the descriptor of a standard stream."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 - the process's own
 
 
 def _usage_error(message: str) -> int:

@@ -133,3 +133,13 @@ class FatalError(SpoolToolError):
 
 class ChangedDuringUploadError(FileError):
     """The source changed (size, mtime, inode) while it was being uploaded."""
+
+
+class OutputError(SpoolToolError):
+    """The command's own output (dry-run lines, ``--status``) cannot be written to stdout: a
+    full disk or ``/dev/full`` (``errno`` ENOSPC), an I/O error, or a reader that went away
+    (EPIPE, ``| head``). Fields: ``errno``, ``cause`` (the OS's words)."""
+
+    def __init__(self, errno: int | None, cause: str) -> None:
+        super().__init__("cannot write to standard output", cause=cause)
+        self.errno = errno

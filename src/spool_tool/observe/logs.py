@@ -29,7 +29,7 @@ import time
 import weakref
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from spool_tool.backlog import human_bytes
 from spool_tool.display import display_name
@@ -141,14 +141,14 @@ class LogWriter:
         fmt: str = "text",
         level: int = INFO,
         stream: TextStream | None = None,
-        out: IO[str] | None = None,
+        out: TextStream | None = None,
         daemon: bool = False,
     ) -> None:
         self.fmt = fmt
         self.level = level
         self.daemon = daemon  # --watch: a stop without a signal ends one cycle, not the process
         self._stream: TextStream = stream if stream is not None else sys.stderr
-        self.out = out if out is not None else sys.stdout
+        self.out: TextStream = out if out is not None else sys.stdout
         self._lock = threading.Lock()
         self._queued: list[str] = []
         self._flush_requested = False  # the flusher will write the queued lines
@@ -174,12 +174,16 @@ class LogWriter:
         if not self._queued:
             return
         text, self._queued = "".join(self._queued), []
-        self._stream.write(text)
-        self._stream.flush()
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            # stderr full, gone or closed (2>/dev/full, a reader that exited): a log line that
+            # cannot be written must not stop a run or a daemon; the exit status still tells
+            pass
 
     def flush_queued(self) -> None:
-        """The flusher's call: a stream that cannot be written is reported by the next
-        synchronous write (a warning, the summary), never as a traceback from its thread."""
+        """The flusher's call: never a traceback from its thread."""
         with contextlib.suppress(OSError, ValueError):
             self.flush()
 
