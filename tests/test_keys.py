@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spool_tool import keys
+from spool_tool.config import parse_destination
 from spool_tool.errors import ConfigError, FileError
 from spool_tool.keys import (
     MAX_KEY_BYTES,
@@ -118,6 +119,35 @@ def test_parse_rejects_templates_that_can_render_empty(text: str) -> None:
 def test_parse_rejects_leading_slash(text: str) -> None:
     with pytest.raises(ConfigError, match="must not start with '/'"):
         KeyTemplate.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a//{fname}", "empty path segment"),
+        ("{fname}/", "empty path segment"),
+        ("./{fname}", "'.' or '..' as a path segment"),
+        ("../{fname}", "'.' or '..' as a path segment"),
+        ("{hostname}/../{fname}", "'.' or '..' as a path segment"),
+        ("{fname}/..", "'.' or '..' as a path segment"),
+    ],
+)
+def test_parse_rejects_empty_dot_and_dotdot_segments(text: str, reason: str) -> None:
+    """Issue 9 audit: such a template failed every file at upload time on the fast path
+    (obstore: "invalid key"), and shipped or failed on the boto3 path. Now refused up front."""
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        KeyTemplate.parse(text)
+
+
+@pytest.mark.parametrize("text", ["a..b/{fname}", "..{fname}", "{fname}.", ".hidden/{fname}"])
+def test_parse_accepts_dots_inside_a_segment(text: str) -> None:
+    assert KeyTemplate.parse(text).text == text
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket-a/../x/", "s3://bucket-a/./x", "s3://bucket-a/a//b/"])
+def test_destination_prefix_rejects_empty_dot_and_dotdot_segments(uri: str) -> None:
+    with pytest.raises(ConfigError, match="path segment"):
+        parse_destination(uri)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 from spool_tool.errors import ConfigError
 from spool_tool.filters import PathFilter
-from spool_tool.keys import KeyTemplate
+from spool_tool.keys import KeyTemplate, bad_segment
 from spool_tool.scan import ScanOptions
 from spool_tool.statefs import check_state_dir, check_state_root, state_dir_for
 
@@ -81,8 +81,9 @@ def parse_destination(text: str) -> DestinationURI:
             "(3-63 characters: lowercase letters, digits, '.' and '-')",
         )
     prefix = prefix.strip("/")
-    if "//" in prefix:
-        raise _bad_destination(text, "empty path segment in the prefix")
+    segment = bad_segment(prefix) if prefix else None
+    if segment is not None:
+        raise _bad_destination(text, f"{segment} in the prefix")
     return DestinationURI("s3", bucket, f"{prefix}/" if prefix else "")
 
 

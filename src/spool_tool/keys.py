@@ -119,8 +119,9 @@ class KeyTemplate:
             fields.add(field)
         if not literal and not (fields & _NEVER_EMPTY):
             raise bad("it can render an empty key")
-        if text.startswith("/"):
-            raise bad("a key must not start with '/'")
+        segment = bad_segment(text)
+        if segment is not None:
+            raise bad(segment)
         return cls(text, frozenset(fields))
 
     @classmethod
@@ -199,6 +200,21 @@ def _utc(stamp: float, kind: str) -> datetime:
             f"{what} time {stamp:.0f} (Unix seconds) is outside the years 1-9999, so the "
             f"{{{kind}_*}} tokens cannot be rendered; give the file a real time (touch)"
         ) from exc
+
+
+def bad_segment(path: str) -> str | None:
+    """Why the '/'-separated ``path`` (a key template or a destination prefix, without its
+    leading and trailing '/') cannot be a key's path, or None. S3 stores ``a//b``, ``./b`` and
+    ``../b`` as they are, but obstore refuses them for every file, a key ending in '/' is a
+    folder marker to most tools, and ``..`` reads as a way out of the prefix."""
+    if path.startswith("/"):
+        return "a key must not start with '/'"
+    segments = path.split("/")
+    if "" in segments:
+        return "empty path segment ('//' or a trailing '/')"
+    if "." in segments or ".." in segments:
+        return "'.' or '..' as a path segment"
+    return None
 
 
 def full_key(prefix: str, rendered: str) -> str:
