@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -34,6 +35,7 @@ from spool_tool.keys import KeyTemplate
 from spool_tool.observe.metrics import MetricsListener, state_path
 from spool_tool.run import run
 from spool_tool.throttle import ThrottlingStarted
+from tests.helpers import run_cli
 
 NOW = 1_700_000_000.0
 P = Path("/spool/new/f")
@@ -490,3 +492,27 @@ def test_manifest_counters_are_kept_across_cron_runs(tmp_path: Path) -> None:
     found = samples(prom.read_text())
     assert value(found, "spool_tool_manifests_written_total") == 2
     assert value(found, "spool_tool_manifest_failures_total") == 1
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "nonexistent.invalid"])
+def test_metrics_port_that_cannot_be_served_is_a_usage_error(spool_dir: Path, address: str) -> None:
+    """Issue 9 audit: a taken --metrics-port (or an address that is not this host's) ended the
+    daemon's start in an OSError traceback. Now one usage line, exit 2, nothing touched."""
+    (spool_dir / "new" / "a.txt").write_bytes(b"a")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "--watch",
+            "--metrics-port",
+            str(port),
+            "--metrics-address",
+            address,
+            spool_dir,
+            "noop",
+            timeout=60,
+        )
+
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"spool_tool: error: invalid --metrics-port {port}: cannot listen on")
+    assert (spool_dir / "new" / "a.txt").exists()

@@ -48,6 +48,7 @@ from prometheus_client.metrics_core import (
 
 from spool_tool.backlog import Backlog
 from spool_tool.display import display_name
+from spool_tool.errors import ConfigError
 from spool_tool.events import (
     Event,
     FileDeleted,
@@ -220,8 +221,13 @@ class MetricsListener:
 
     def serve(self, port: int, address: str = "127.0.0.1") -> MetricsServer:
         """Serve ``/metrics`` on ``address:port`` from a daemon thread (port 0: any free port).
-        Call ``shutdown()`` on the result to stop it."""
-        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        Call ``shutdown()`` on the result to stop it. A port that is taken, or an address
+        that is not this host's, is a ConfigError (exit 2), before any file is touched."""
+        try:
+            server, thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, an address that does not resolve
+            reason = f"cannot listen on {address}:{port}: {exc.strerror or exc}"
+            raise ConfigError(reason, option="metrics_port", value=port) from None
         return MetricsServer(server, thread)
 
     # -- prometheus_client collector ----------------------------------------------------------
