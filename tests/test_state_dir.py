@@ -88,6 +88,19 @@ def test_state_dir_inside_new_is_refused(spool_dir: Path) -> None:
     assert snapshot(spool_dir) == before
 
 
+def test_state_dir_that_is_a_file_is_refused(spool_dir: Path, tmp_path: Path) -> None:
+    """Issue 9 audit: it used to fail each spool alone ("cannot create state directory: Not a
+    directory", exit 1). It is the option that is wrong: exit 2, before anything is touched."""
+    make_files(spool_dir / "new", 1)
+    (tmp_path / "state").write_bytes(b"a file")
+    before = snapshot(spool_dir)
+    result = run_cli("--state-dir", tmp_path / "state", spool_dir, "noop")
+    assert result.returncode == 2, result.stderr
+    assert "exists and is not a directory" in result.stderr
+    assert_one_line_error(result.stderr)
+    assert snapshot(spool_dir) == before
+
+
 def test_network_state_refused_from_mount_table(
     spool_dir: Path,
     tmp_path: Path,

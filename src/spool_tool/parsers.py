@@ -296,7 +296,10 @@ def directory(value: object) -> Path | None:
     name = str(parsed)
     if "\0" in name:
         raise ValueError("a path cannot contain NUL")
-    return Path(os.path.abspath(name))
+    path = Path(os.path.abspath(name))
+    if path.exists() and not path.is_dir():  # else each spool's state would fail alone (exit 1)
+        raise ValueError("exists and is not a directory")
+    return path
 
 
 def template(value: object) -> KeyTemplate:
