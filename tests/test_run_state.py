@@ -296,6 +296,36 @@ def test_daemon_logs_start_up_busy_cycles_only_and_a_normal_stop_at_info(
     assert not [e for e in events if e["level"] == "error"]
 
 
+def test_daemon_reports_a_file_it_cannot_name_once_not_every_cycle(spool_dir: Path) -> None:
+    """Issue 9 audit: a name that cannot become a key (a newline, an undecodable byte) was
+    reported again every --interval (8,640 ERROR lines and summaries a day at 30 s). Now once
+    while it stays as it is; rewriting it reports it again; the others ship meanwhile."""
+    bad = spool_dir / "new" / "bad\nname.txt"
+    bad.write_text("x")
+    daemon = Daemon(
+        "--interval", "0.2", "--log-format", "json", str(spool_dir), "noop",
+        env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: daemon.matching("upload_failed"), 30)
+        time.sleep(2)  # about ten more cycles, rescanning the same file
+        (spool_dir / "new" / "good.txt").write_text("y")
+        _wait_for(lambda: daemon.matching('"uploaded": 1'), 10)
+        assert len(daemon.matching("upload_failed")) == 1, daemon.stderr
+        os.utime(bad, (time.time() + 5, time.time() + 5))  # rewritten: a new file
+        _wait_for(lambda: len(daemon.matching("upload_failed")) == 2, 10)
+        code = daemon.stop(signal.SIGTERM)
+    finally:
+        daemon.close()
+    assert code == 0
+    events = [json.loads(line) for line in daemon.lines]
+    assert len([e for e in events if e["event"] == "upload_failed"]) == 2, daemon.stderr
+    summaries = [e for e in events if e["event"] == "summary"]
+    assert len(summaries) <= 3, summaries  # the first failure, the good file, the second one
+    assert bad.exists()
+    assert (spool_dir / "completed" / "good.txt").exists()
+
+
 def test_idle_daemon_heartbeat_at_most_every_few_minutes() -> None:
     events: list[Event] = []
     runner = cast("Runner", type("R", (), {"bus": EventBus([events.append])})())

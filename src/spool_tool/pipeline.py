@@ -187,7 +187,10 @@ class SpoolUploader:
                 try:
                     key = self._key_for(candidate, now)
                 except FileError as exc:
-                    self._fail(candidate.path, None, "file", exc.detail())
+                    if self.state.first_key_failure(candidate.relpath, st):
+                        self._fail(candidate.path, None, "file", exc.detail())
+                    else:  # a daemon's later cycle: reported once, nothing changed since
+                        log.debug("%s: %s (reported before)", candidate.path, exc.detail())
                     continue
                 claim = Claim(candidate.relpath, st.st_dev, st.st_ino, key)
                 fresh.append(claim)

@@ -13,6 +13,7 @@ stays in force for every later cycle, and the first signal's stop replaces a fat
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import Counter
@@ -48,6 +49,9 @@ class RunState:
         self._consecutive_transient = 0
         self._started = time.monotonic()
         self.in_flight = 0  # files being shipped now
+        # Files that cannot get a key (name, inode, size, mtime), for the whole run: see
+        # first_key_failure
+        self._keyless: set[tuple[str, int, int, int, int]] = set()
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -131,6 +135,18 @@ class RunState:
         else:
             self._counts["manifest_failed"] += 1
             self._failures.append(f"{event.uri}: {event.message}")
+
+    def first_key_failure(self, name: str, st: os.stat_result) -> bool:
+        """True the first time in this run that this file (its name, inode, size and mtime)
+        cannot get a key. A daemon reports a name it cannot ship once, not every cycle: the
+        file stays in ``new/`` as it is, and renaming or rewriting it makes it new. Each
+        one-shot run is a new run, so cron reports it every time (exit 1)."""
+        identity = (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if identity in self._keyless:
+                return False
+            self._keyless.add(identity)
+            return True
 
     # -- cycles -------------------------------------------------------------------------------
 
