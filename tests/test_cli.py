@@ -549,3 +549,23 @@ def test_each_choice_list_is_declared_once() -> None:
             key, where = tuple(sorted(strings)), f"{path.name}:{node.lineno}"
             assert key not in seen, f"{where} repeats {seen[key]}"
             seen[key] = where
+
+
+def test_a_spool_named_twice_is_a_usage_error(spool: Path, tmp_path: Path) -> None:
+    """Twice on the command line (also through a symlink) or in two [[spool]] sections: its
+    files would ship with whichever job came first; refused, nothing touched."""
+    make_files(spool / "new", 1)
+    (tmp_path / "alias").symlink_to(spool)
+    for args in ([spool, spool], [spool, tmp_path / "alias"]):
+        result = run_cli(*args, "noop")
+        assert result.returncode == 2, result.stderr
+        assert "already named: name each spool once" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    config = tmp_path / "two.toml"
+    section = f'[[spool]]\ndirs = ["{spool}"]\ndestination = "noop"\n'
+    config.write_text(section + section)
+    result = run_cli("--config", config)
+    assert result.returncode == 2, result.stderr
+    assert f"{config}:5: invalid dirs" in result.stderr, result.stderr
+    assert sorted(p.name for p in (spool / "new").iterdir()) == ["f00000.dat"]
+    assert not (spool / "completed").exists() or not any((spool / "completed").iterdir())

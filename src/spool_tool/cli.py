@@ -14,14 +14,14 @@ import sys
 from collections.abc import Mapping
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import click
 
 from spool_tool import __version__
 from spool_tool.app import AppOptions
 from spool_tool.backlog import BacklogQuery
-from spool_tool.config import Config, S3Options
+from spool_tool.config import Config, S3Options, check_distinct_spools
 from spool_tool.errors import ConfigError, OutputError
 from spool_tool.filters import PathFilter
 from spool_tool.keys import TOKENS
@@ -130,6 +130,10 @@ def _run(paths: tuple[str, ...], **_: Any) -> int:
         return _status(paths, run, jobs, lambda spools, fmt: app.show_status(spools, fmt, out))
     app_options = build_app_options(run)
     configs = [build_config(job) for job in jobs]
+    try:
+        check_distinct_spools(configs)
+    except ConfigError as exc:
+        raise _locate_spool(exc, jobs) from None
     _route_library_logs(writer)
     for config in configs:
         _warn_network_state(config, writer)
@@ -303,6 +307,16 @@ def _locate_in_jobs(exc: ConfigError, jobs: list[dict[str, Setting]]) -> ConfigE
     for job in jobs:
         setting = job.get(exc.option or "")
         if setting is not None and setting.value == exc.value:
+            return locate(exc, job)
+    return exc
+
+
+def _locate_spool(exc: ConfigError, jobs: list[dict[str, Setting]]) -> ConfigError:
+    """A spool named a second time, attributed to the last job that names it."""
+    for job in reversed(jobs):
+        setting = job.get("dirs")
+        named = setting.value if setting is not None else ()
+        if exc.value in {str(d) for d in cast("tuple[Path, ...]", named)}:
             return locate(exc, job)
     return exc
 

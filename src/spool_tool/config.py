@@ -6,7 +6,9 @@ Everything here is checked before any file is touched; a problem is a ``ConfigEr
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -214,3 +216,20 @@ class Config:
     def scan_options(self) -> ScanOptions:
         depth = self.max_depth if self.recursive else 1
         return ScanOptions(self.path_filter, self.marker_suffix, depth)
+
+
+def check_distinct_spools(configs: Iterable[Config]) -> None:
+    """Refuse a spool directory named twice (a repeated argument, two ``[[spool]]`` sections, a
+    symlink to the same directory): its files would ship with whichever job came first, and a
+    second job's settings would silently not apply to them."""
+    seen: dict[str, Path] = {}
+    for config in configs:
+        for spool in config.spool_dirs:
+            real = os.path.realpath(spool)
+            if real in seen:
+                raise ConfigError(
+                    f"the same directory as {seen[real]}, already named: name each spool once",
+                    option="dirs",
+                    value=str(spool),
+                )
+            seen[real] = spool
