@@ -480,6 +480,7 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "addressing_style": ('"path"', "path", "path"),
     "multipart_threshold": ('"8MiB"', "8MiB", 8 << 20),
     "part_size": ("6291456", "6MiB", 6 << 20),
+    "part_concurrency": ("6", "6", 6),
     "max_attempts": ("3", "3", 3),
     "connect_timeout": ("2.5", "2.5", 2.5),
     "read_timeout": ("30", "30", 30.0),

@@ -255,18 +255,19 @@ def test_parts_are_sent_unsigned_with_a_checksum_s3_verifies(
     assert get_body(seaweed.client(), s3_bucket, "m/big") == data
 
 
-def test_parts_in_flight_over_all_files_stay_under_the_byte_cap(
+def test_parts_in_flight_over_all_files_stay_at_part_concurrency(
     seaweed: SeaweedServer,
     s3_bucket: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Three 20 MiB files at once, 5 MiB parts, the cap at 15 MiB: never more than 3 parts
-    (of 4 per file, 12 in all) on the server at once."""
+    """Three 20 MiB files at once, 5 MiB parts, ``--part-concurrency 3``: never more than 3
+    parts (12 in all) on the server at once, and all of them sent."""
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(s3, "MAX_PART_BYTES_IN_FLIGHT", 15 * MiB)
-    destination = make_destination(_config(seaweed, s3_bucket, tmp_path, "auto"))
+    config = _config(seaweed, s3_bucket, tmp_path, "auto")
+    config = replace(config, s3=replace(config.s3, part_concurrency=3))
+    destination = make_destination(config)
     watch = _watch(destination.client)  # type: ignore[attr-defined]
     errors: list[BaseException] = []
 
@@ -292,6 +293,18 @@ def test_parts_in_flight_over_all_files_stay_under_the_byte_cap(
     assert errors == []
     assert len(watch.headers) == 12
     assert 2 <= watch.most <= 3
+
+
+def test_a_file_too_large_for_10000_parts_gets_larger_parts() -> None:
+    """S3 takes at most 10,000 parts: at 8 MiB that is 78 GiB. A larger file gets the smallest
+    whole MiB that fits it; every file that fits keeps --part-size."""
+    mib = 1024 * 1024
+    assert s3.part_size_for(10_000 * 8 * mib, 8 * mib) == 8 * mib
+    assert s3.part_size_for(10_000 * 8 * mib + 1, 8 * mib) == 9 * mib
+    grown = s3.part_size_for(5 * 1024**4, 8 * mib)  # S3's largest object, 5 TiB
+    assert grown % mib == 0
+    assert -(-5 * 1024**4 // grown) <= s3.MAX_PARTS
+    assert s3.part_size_for(100 * mib, 16 * mib) == 16 * mib
 
 
 # ------------------------------------------------------------------ a panic in obstore

@@ -43,7 +43,8 @@ CRT_CHECKSUMS = frozenset({"crc32c", "crc64nvme"})  # botocore needs awscrt to c
 DEFAULT_CONCURRENCY = 64
 MTIME_KEY = "mtime"  # rclone's metadata key for the source modification time
 DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+DEFAULT_PART_CONCURRENCY = 4
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -118,6 +119,7 @@ class S3Options:
     addressing_style: AddressingStyle = "auto"
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
+    part_concurrency: int = DEFAULT_PART_CONCURRENCY
     max_attempts: int = 5
     connect_timeout: float = 10.0
     read_timeout: float = 60.0

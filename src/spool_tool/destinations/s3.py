@@ -3,9 +3,10 @@
 Single PUTs go through the run's engine (``engines.ENGINES``: obstore where it can send the
 options, else botocore) and carry a checksum S3 verifies. Large files use multipart through
 botocore with per-part checksums; the UploadId is handed to the journal before any part is sent
-and the upload is aborted on any failure. Parts in flight over all files are capped at
-``MAX_PART_BYTES_IN_FLIGHT``: the server holds every body in flight (16 x 16 MiB made SeaweedFS
-fault in fresh heap pages; the AWS CLI keeps 10 x 8 MiB).
+and the upload is aborted on any failure. Parts in flight over all files are
+``--part-concurrency`` (4 x 8 MiB by default): the server holds every body in flight, and on
+SeaweedFS its CPU per byte rose with the bytes in flight (4 x 8 MiB against 8 x 16 MiB: W3 ~1.5x
+faster, BENCHMARKS.md); a file that would need more than S3's 10,000 parts gets larger ones.
 """
 
 from __future__ import annotations
@@ -51,15 +52,17 @@ if TYPE_CHECKING:
     from spool_tool.throttle import ConcurrencyGate
 
 _T = TypeVar("_T")
-PARTS_IN_FLIGHT_PER_FILE = 4
-MAX_PARTS_IN_FLIGHT = 16
-MAX_PART_BYTES_IN_FLIGHT = 128 * 1024 * 1024  # over all files: 8 parts of 16 MiB
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+MIB = 1024 * 1024
 STORED_CHECKSUMS = ("CRC64NVME", "CRC32", "CRC32C", "SHA256", "SHA1")
 
 
-def parts_in_flight(part_size: int) -> int:
-    """How many parts all multipart uploads of a destination send at once."""
-    return max(2, min(MAX_PARTS_IN_FLIGHT, MAX_PART_BYTES_IN_FLIGHT // part_size))
+def part_size_for(size: int, part_size: int) -> int:
+    """``--part-size``, or for a file that would need more than S3's 10,000 parts the smallest
+    whole number of MiB that fits it in 10,000 (as the AWS CLI grows its parts)."""
+    if size <= part_size * MAX_PARTS:
+        return part_size
+    return -(-size // (MAX_PARTS * MIB)) * MIB
 
 
 def make_session(options: S3Options) -> botocore.session.Session:
@@ -115,7 +118,7 @@ class S3Destination:
         # botocore import on the obstore fast path); else botocore's session now, so that a bad
         # --profile or config file fails before any file moves.
         static = static_aws(options) if options.engine != "boto3" else None
-        in_flight = parts_in_flight(options.part_size)
+        in_flight = options.part_concurrency
         self.requests = GatedRequests(
             concurrency,
             max_attempts=options.max_attempts,
@@ -241,15 +244,17 @@ class S3Destination:
         return UploadResult(key, source.size, response.get("ETag"), checksum)
 
     def _send_parts(self, source: Source, key: str, upload_id: str) -> list[dict[str, Any]]:
-        """Send every part, keeping ``PARTS_IN_FLIGHT_PER_FILE`` in flight (a sliding window:
-        a slow part does not hold the others back); memory stays at window * part size."""
-        part_size = self.options.part_size
+        """Send every part, keeping up to ``--part-concurrency`` of this file queued (a sliding
+        window: a slow part does not hold the others back). The part pool sends at most
+        ``--part-concurrency`` over all files, so memory stays at that many parts."""
+        part_size = part_size_for(source.size, self.options.part_size)
+        window = self.options.part_concurrency
         offsets = iter(enumerate(range(0, max(source.size, 1), part_size), start=1))
         parts: dict[int, dict[str, Any]] = {}
         pending: dict[Future[dict[str, Any]], int] = {}
         try:
             while True:
-                while len(pending) < PARTS_IN_FLIGHT_PER_FILE:
+                while len(pending) < window:
                     number, offset = next(offsets, (0, 0))
                     if not number:
                         break
@@ -258,7 +263,7 @@ class S3Destination:
                             "interrupted; multipart upload aborted", path=source.path
                         )
                     future = self._parts.submit(
-                        self._send_part, source, key, upload_id, number, offset
+                        self._send_part, source, key, upload_id, number, offset, part_size
                     )
                     pending[future] = number
                 if not pending:
@@ -272,9 +277,9 @@ class S3Destination:
             wait(pending)
 
     def _send_part(
-        self, source: Source, key: str, upload_id: str, number: int, offset: int
+        self, source: Source, key: str, upload_id: str, number: int, offset: int, part_size: int
     ) -> dict[str, Any]:
-        length = min(self.options.part_size, source.size - offset)
+        length = min(part_size, source.size - offset)
         with self.budget.hold(length):
             part = self._send_part_in_memory(source, key, upload_id, number, offset, length)
         if source.on_sent is not None:
