@@ -5,8 +5,8 @@ options, else botocore) and carry a checksum S3 verifies. Large files use multip
 botocore with per-part checksums; the UploadId is handed to the journal before any part is sent
 and the upload is aborted on any failure. Parts in flight over all files are
 ``--part-concurrency`` (4 x 8 MiB by default): the server holds every body in flight, and on
-SeaweedFS its CPU per byte rose with the bytes in flight (4 x 8 MiB against 8 x 16 MiB: W3 ~1.5x
-faster, BENCHMARKS.md); a file that would need more than S3's 10,000 parts gets larger ones.
+SeaweedFS its CPU per byte rose with the bytes in flight (4 x 8 MiB against 8 x 16 MiB: W3
+1.13x faster, BENCHMARKS.md); a file that would need more than S3's 10,000 parts gets larger ones.
 """
 
 from __future__ import annotations
