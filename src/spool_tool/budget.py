@@ -16,6 +16,10 @@ off): every file buffer is its own mapping and is unmapped when freed. Elsewhere
 nothing is changed. No copies are made below us: botocore hashes (SigV4, CRC32, MD5) and sends
 a ``bytes`` body of 1 MiB or more in place (``Expect: 100-continue`` sends headers and body
 separately), measured per part.
+
+Multipart parts are read into reused buffers (``PartBuffers``): a fresh part-sized ``bytes``
+per part is a fresh mapping whose pages fault in one by one while ``pread`` fills it and are
+unmapped after the part, which cost the client ~1 s of system CPU per GB (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -69,3 +73,51 @@ class ByteBudget:
             with self._cond:
                 self.used -= size
                 self._cond.notify_all()
+
+
+class PartBuffers:
+    """Buffers for multipart parts, reused from part to part and file to file.
+
+    A buffer is taken for one part and given back when its request is done. Only buffers of
+    the largest size asked for are kept, at most ``keep`` of them (the parts in flight,
+    ``--part-concurrency``); a smaller one (a file's short last part) is made fresh each time.
+    When the last multipart upload using the pool ends (``using``), the free buffers are
+    dropped, so an idle daemon goes back to its baseline memory."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._free: list[bytearray] = []
+        self._size = 0  # the size kept: the largest asked for while an upload is on
+        self._users = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Around one multipart upload: keeps the free buffers while any upload is on."""
+        with self._lock:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._free.clear()
+                    self._size = 0
+
+    @contextlib.contextmanager
+    def buffer(self, size: int) -> Iterator[bytearray]:
+        """A buffer of exactly ``size`` bytes (old contents: the caller overwrites it all)."""
+        with self._lock:
+            if size > self._size:
+                self._free.clear()  # larger parts from now on: the smaller ones would not do
+                self._size = size
+            buf = self._free.pop() if self._free and size == self._size else None
+        if buf is None:
+            buf = bytearray(size)
+        try:
+            yield buf
+        finally:
+            with self._lock:
+                if self._users and len(buf) == self._size and len(self._free) < self.keep:
+                    self._free.append(buf)

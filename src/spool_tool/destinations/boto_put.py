@@ -125,7 +125,7 @@ class BotoClient:
             self._client.close()
 
 
-def md5_b64(data: bytes | memoryview) -> str:
+def md5_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
@@ -134,7 +134,7 @@ def boto3_algorithm(checksum: str | None) -> str | None:
     return None if checksum is None else checksum.upper()
 
 
-def checksum_args(algorithm: str | None, data: bytes | memoryview) -> dict[str, str]:
+def checksum_args(algorithm: str | None, data: bytes | bytearray | memoryview) -> dict[str, str]:
     if algorithm is None:
         return {"ContentMD5": md5_b64(data)}
     return {"ChecksumAlgorithm": algorithm}

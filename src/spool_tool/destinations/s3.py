@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from spool_tool.budget import ByteBudget
+from spool_tool.budget import ByteBudget, PartBuffers
 from spool_tool.destinations.awsenv import configured_endpoint, static_aws
 from spool_tool.destinations.base import (
     NO_HEADERS,
@@ -136,6 +136,7 @@ class S3Destination:
         self._preflight_passed = False
         self._object_args = object_args(options)
         self.budget = ByteBudget()  # file data in memory at once, over all uploads
+        self._buffers = PartBuffers(in_flight)
         context = EngineContext(static, options, self.bucket, self.boto, self.requests)
         self.engine: PutEngine = choose_engine(options).build(context)
 
@@ -220,7 +221,8 @@ class S3Destination:
         upload_id = created["UploadId"]
         record_upload_id(upload_id)
         try:
-            parts = self._send_parts(source, key, upload_id)
+            with self._buffers.using():
+                parts = self._send_parts(source, key, upload_id)
             complete: dict[str, Any] = {}
             if self.options.no_clobber:
                 complete["IfNoneMatch"] = "*"
@@ -289,9 +291,14 @@ class S3Destination:
     def _send_part_in_memory(
         self, source: Source, key: str, upload_id: str, number: int, offset: int, length: int
     ) -> dict[str, Any]:
-        data = os.pread(source.fd, length, offset)
-        if len(data) != length:
-            raise FileError("file shrank while uploading", path=source.path)
+        with self._buffers.buffer(length) as data:
+            if os.preadv(source.fd, [data], offset) != length:
+                raise FileError("file shrank while uploading", path=source.path)
+            return self._send_part_buffer(data, key, upload_id, number)
+
+    def _send_part_buffer(
+        self, data: bytearray, key: str, upload_id: str, number: int
+    ) -> dict[str, Any]:
         checksum = checksum_args(self._algorithm, data)
         try:
             response = self._call(
@@ -300,10 +307,10 @@ class S3Destination:
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=data,
+                    Body=data,  # type: ignore[arg-type] # botocore takes a bytearray as a blob
                     **checksum,  # type: ignore[arg-type]
                 ),
-                body=length,
+                body=len(data),
             )
         except Exception as exc:
             raise self._translate(exc, self.uri.uri_for(key)) from exc
