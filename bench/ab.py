@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.measure import process_cpu_seconds, run_child
 from bench.tools import PEERS, Target, child_env, command, compile_spool_tool, spool_tool_binary
-from bench.workloads import FULL, generate
+from bench.workloads import FULL, prepare_run
 
 PREFIX = "data"
 
@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 for v in variants:
                     bucket = f"ab-{v.name.lower().replace('_', '-')}-{rnd}"
                     spool = root / f"{v.name}-{rnd}" / "spool"
-                    generate(str(spool / "new"), workload)
-                    os.sync()
-                    client.create_bucket(Bucket=bucket)
-                    client.put_object(Bucket=bucket, Key="warmup", Body=b"w")
-                    client.delete_object(Bucket=bucket, Key="warmup")
+                    prepare_run(client, spool, bucket, workload)
                     url = server.endpoint_url
                     if v.peer is not None:
                         target = Target(url, server.access_key, server.secret_key, bucket, PREFIX)

@@ -61,7 +61,7 @@ from bench.tools import (
     wants_pty,
     weed_version,
 )
-from bench.workloads import FULL, QUICK, Workload, expected_names, generate
+from bench.workloads import FULL, QUICK, Workload, expected_names, prepare_run
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -388,15 +388,7 @@ def run_once(
     run_dir = work_root / f"{workload.name}-{slug}-r{run}"
     spool = run_dir / "spool"
     source = spool / "new"
-    began = time.monotonic()
-    generate(str(source), workload)
-    os.sync()  # no writeback of the fresh files competing with the timed run
-    gen_seconds = time.monotonic() - began
-
-    client.create_bucket(Bucket=bucket)
-    # SeaweedFS allocates a volume on a bucket's first write (~0.2 s); do that untimed.
-    client.put_object(Bucket=bucket, Key="warmup", Body=b"w")
-    client.delete_object(Bucket=bucket, Key="warmup")
+    gen_seconds = prepare_run(client, spool, bucket, workload)
 
     target = Target(server.endpoint_url, server.access_key, server.secret_key, bucket, PREFIX)
     cmd = command(tool, source, spool, target)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.tools import ALL_TOOLS, S5CMD, SPOOL_DEFAULTS, SPOOL_TOOL, SPOOL_VARIANTS
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -119,3 +125,18 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def expected_names(workload: Workload) -> set[str]:
     return {file_name(i) for i in range(workload.count)}
+
+
+def prepare_run(client: S3Client, spool: Path, bucket: str, workload: Workload) -> float:
+    """What every timed run starts from (``bench.run`` and ``bench.ab``): the workload freshly
+    generated in ``spool``/new and synced, and a new bucket already written to once. Returns
+    the seconds the generation took."""
+    began = time.monotonic()
+    generate(str(spool / "new"), workload)
+    os.sync()  # no writeback of the fresh files competing with the timed run
+    seconds = time.monotonic() - began
+    client.create_bucket(Bucket=bucket)
+    # SeaweedFS allocates a volume on a bucket's first write (~0.2 s); do that untimed.
+    client.put_object(Bucket=bucket, Key="warmup", Body=b"w")
+    client.delete_object(Bucket=bucket, Key="warmup")
+    return seconds
