@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.measure import process_cpu_seconds, run_child
-from bench.tools import PEERS, Target, child_env, command, compile_spool_tool, spool_tool_binary
+from bench.tools import (
+    PEERS,
+    Target,
+    child_env,
+    command,
+    compile_spool_tool,
+    ensure_tools_venv,
+    spool_tool_binary,
+)
 from bench.workloads import FULL, prepare_run
 
 PREFIX = "data"
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     workload = FULL[args.workload]
     variants = [Variant.parse(v) for v in args.variants]
+    if any(v.peer for v in variants):
+        ensure_tools_venv()  # bench.run's first-use install of the peers, not only bench.run's
     compile_spool_tool()
     root = Path(tempfile.mkdtemp(dir=args.tmpdir))
     kept = False
