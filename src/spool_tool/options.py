@@ -223,8 +223,8 @@ OPTIONS: tuple[Option, ...] = (
            doc_default="boto3's configuration"),
     Option("profile", text(), "AWS shared-config profile.", G, metavar="PROFILE", target="s3",
            doc_default="boto3's default chain"),
-    _choices("checksum", CHECKSUMS, "Integrity checksum S3 verifies. auto: CRC64NVME on "
-             "fast-path PUTs, CRC32 on boto3 requests; 'off' sends Content-MD5 instead.", G,
+    _choices("checksum", CHECKSUMS, "Integrity checksum S3 verifies. auto: CRC64NVME for "
+             "single PUTs, CRC32C for multipart parts; 'off' sends Content-MD5 instead.", G,
              default=_checksum_default, doc_default="auto", target="s3"),
     Option("no_clobber", flag, "Never replace an existing object (If-None-Match: *).", G,
            default=False, style=Style.FLAG, target="s3"),

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from spool_tool.destinations.engines import Confirmed, PutSpec, checksum_for
+from spool_tool.destinations.engines import Confirmed, PutSpec, botocore_checksum
 from spool_tool.errors import ConfigError, SpoolToolError
 
 if TYPE_CHECKING:
@@ -182,11 +182,7 @@ class BotoEngine:
     def __init__(self, boto: BotoClient, options: S3Options, bucket: str) -> None:
         self.boto = boto
         self.bucket = bucket
-        from botocore.compat import HAS_CRT  # noqa: PLC0415 - the boto3 engine imports botocore
-
-        self.algorithm = boto3_algorithm(checksum_for(options.checksum, "single"))
-        if options.checksum == "auto" and not HAS_CRT:
-            self.algorithm = "CRC32"  # CRC64NVME needs awscrt (a dependency) in botocore
+        self.algorithm = boto3_algorithm(botocore_checksum(options.checksum, "single"))
         self.object_args = object_args(options)
 
     def preflight(self, uri: str) -> None:

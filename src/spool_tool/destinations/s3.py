@@ -12,6 +12,7 @@ SeaweedFS its CPU per byte rose with the bytes in flight (4 x 8 MiB against 8 x 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -35,7 +36,12 @@ from spool_tool.destinations.boto_put import (
     make_client,
     object_args,
 )
-from spool_tool.destinations.engines import EngineContext, PutSpec, checksum_for, choose_engine
+from spool_tool.destinations.engines import (
+    EngineContext,
+    PutSpec,
+    botocore_checksum,
+    choose_engine,
+)
 from spool_tool.destinations.gated import GatedRequests
 from spool_tool.destinations.s3errors import RetryNotice
 from spool_tool.display import display_name
@@ -132,7 +138,6 @@ class S3Destination:
         if static is None:
             self.boto.session  # noqa: B018 - built now: its errors before any file is touched
         self._parts = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="s3-part")
-        self._algorithm = boto3_algorithm(checksum_for(options.checksum, "part"))
         self._preflight_passed = False
         self._object_args = object_args(options)
         self.budget = ByteBudget()  # file data in memory at once, over all uploads
@@ -200,6 +205,13 @@ class S3Destination:
             data = source.read_all()
             confirmed = self.engine.put(data, spec)
         return UploadResult(key, len(data), confirmed.etag, confirmed.checksum)
+
+    @functools.cached_property
+    def _algorithm(self) -> str | None:
+        """The multipart checksum in botocore's spelling (None: Content-MD5), decided at the
+        first multipart upload: ``botocore_checksum`` imports awscrt, which the obstore path
+        does not otherwise load (start-up)."""
+        return boto3_algorithm(botocore_checksum(self.options.checksum, "part"))
 
     def _multipart(
         self,
