@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,3 +201,32 @@ def process_peak_rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def put_all(put: Callable[[str], object], keys: Sequence[str], threads: int) -> None:
+    """Call ``put(key)`` for every key from ``threads`` threads taking keys from one shared
+    iterator (the engine's way of keeping requests in flight); a failure stops its thread
+    and is raised after the others finish."""
+    it = iter(keys)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                key = next(it, None)
+            if key is None:
+                return
+            try:
+                put(key)
+            except BaseException as exc:  # reported after the batch
+                errors.append(exc)
+                return
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} PUTs failed, first: {errors[0]!r}")

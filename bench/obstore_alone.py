@@ -17,12 +17,13 @@ import asyncio
 import os
 import resource
 import secrets
-import threading
 import time
 from collections.abc import Sequence
 
 import obstore
 from obstore.store import S3Store
+
+from bench.measure import put_all
 
 
 def _store(bucket: str) -> S3Store:
@@ -43,22 +44,11 @@ def _store(bucket: str) -> S3Store:
 
 
 def _sync(store: S3Store, keys: list[str], data: bytes, concurrency: int) -> None:
-    it = iter(keys)
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                key = next(it, None)
-            if key is None:
-                return
-            obstore.put(store, key, data, use_multipart=False, mode="overwrite")
-
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    put_all(
+        lambda key: obstore.put(store, key, data, use_multipart=False, mode="overwrite"),
+        keys,
+        concurrency,
+    )
 
 
 def _async(store: S3Store, keys: list[str], data: bytes, concurrency: int) -> None:

@@ -25,13 +25,12 @@ import os
 import resource
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.measure import process_cpu_seconds
+from bench.measure import process_cpu_seconds, put_all
 from devtools.seaweed import SeaweedServer
 
 SHAPES = ("crc64nvme", "sha256", "unsigned", "signed", "boto-md5")
@@ -105,32 +104,6 @@ def _make_bucket(sw: SeaweedServer, bucket: str) -> None:
     ).create_bucket(Bucket=bucket)
 
 
-def _batch(put: Put, keys: Sequence[str], threads: int) -> None:
-    it = iter(keys)
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        while True:
-            with lock:
-                key = next(it, None)
-            if key is None:
-                return
-            try:
-                put(key)
-            except BaseException as exc:  # reported after the batch
-                errors.append(exc)
-                return
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} PUTs failed, first: {errors[0]!r}")
-
-
 def _client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -156,7 +129,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, list[tuple[float, 
                 time.sleep(args.settle)
                 server0, client0 = process_cpu_seconds(sw.pid), _client_cpu()
                 wall0 = time.monotonic()
-                _batch(put, keys, args.concurrency)
+                put_all(put, keys, args.concurrency)
                 wall = time.monotonic() - wall0
                 server1, client1 = process_cpu_seconds(sw.pid), _client_cpu()
                 assert server0 is not None
