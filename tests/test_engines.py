@@ -17,6 +17,7 @@ import pytest
 from spool_tool.config import Config, S3Options, parse_destination
 from spool_tool.destinations import make_destination, s3
 from spool_tool.destinations.engines import ENGINES, PutSpec, choose_engine
+from spool_tool.destinations.obstore_put import check_runtime_environment
 from spool_tool.errors import ConfigError
 from spool_tool.spoolfs import open_source
 from tests.helpers import get_body, run_cli
@@ -373,3 +374,31 @@ def test_a_panic_in_obstore_fails_that_file_and_the_others_ship(
     assert summary.stopped is not None
     assert "the S3 client library (obstore) failed" in summary.stopped
     assert sorted(p.name for p in (spool_dir / "new").iterdir()) == ["f00001.dat"]
+
+
+# ------------------------------------------------------- what obstore's runtime reads at start
+
+
+@pytest.mark.parametrize("value", ["", "0", "two", " 2", "-1", "99999999999999999999"])
+def test_a_tokio_worker_count_obstore_would_panic_on_is_one_line_and_nothing_moves(
+    spool_dir: Path, value: str
+) -> None:
+    """tokio reads TOKIO_WORKER_THREADS when obstore's runtime starts (the first request) and
+    panics on anything but a positive integer: a Rust backtrace on stderr, every file failed."""
+    (spool_dir / "new" / "a.dat").write_bytes(b"a")
+    result = run_cli(
+        "--endpoint-url", "http://127.0.0.1:9", spool_dir, "s3://bucket",
+        env={"TOKIO_WORKER_THREADS": value, "RUST_BACKTRACE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"TOKIO_WORKER_THREADS={value!r} is not a positive integer" in lines[0]
+    assert "panicked" not in result.stderr
+    assert (spool_dir / "new" / "a.dat").read_bytes() == b"a"
+
+
+@pytest.mark.parametrize("value", [None, "1", "4", "+2"])
+def test_a_tokio_worker_count_tokio_accepts_is_left_alone(value: str | None) -> None:
+    environ = {} if value is None else {"TOKIO_WORKER_THREADS": value}
+    check_runtime_environment(environ)  # no ConfigError

@@ -23,6 +23,7 @@ import ipaddress
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -210,6 +211,24 @@ def make_store(
     )
 
 
+RUNTIME_THREADS_VARIABLE = "TOKIO_WORKER_THREADS"
+
+
+def check_runtime_environment(environ: Mapping[str, str]) -> None:
+    """obstore's async runtime (tokio) reads ``TOKIO_WORKER_THREADS`` when it starts, at the
+    first request, and panics on anything but a positive integer (an empty value included):
+    refused here, before any request, as one line (ConfigError, exit 2)."""
+    value = environ.get(RUNTIME_THREADS_VARIABLE)
+    digits = value.removeprefix("+") if value is not None else ""
+    if value is None or (digits.isascii() and digits.isdigit() and 0 < int(digits) < 2**64):
+        return  # what Rust's usize parser takes
+    raise ConfigError(
+        f"environment variable {RUNTIME_THREADS_VARIABLE}={value!r} is not a positive "
+        "integer: the obstore engine's runtime cannot start with it (unset it, or use "
+        "--engine boto3)"
+    )
+
+
 def _is_ip_endpoint(url: str) -> bool:
     try:
         ipaddress.ip_address(urlsplit(url).hostname or "")
@@ -249,6 +268,7 @@ class ObstoreEngine:
         """The store for ``context``'s bucket, endpoint resolved as botocore would; with keys
         from the environment (``context.static``) botocore is not asked, or imported."""
         options, static = context.options, context.static
+        check_runtime_environment(os.environ)
         try:
             settings = static if static is not None else context.boto.session
             endpoint = endpoint_without_client(settings, options, context.bucket)
