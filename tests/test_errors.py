@@ -15,6 +15,7 @@ from spool_tool.destinations.s3errors import (
     classify,
     classify_preflight,
     outcome,
+    proxy_hint,
 )
 from spool_tool.errors import (
     FatalError,
@@ -151,3 +152,29 @@ def test_throttling_answers_are_throttled_errors(failure: S3Failure, throttling:
     error = classify(failure, "s3://b/k")
     assert isinstance(error, RetryableError)
     assert isinstance(error, ThrottledError) is throttling
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "environ", "hint"),
+    [
+        ("http://h:9000", {}, None),
+        ("http://h:9000", {"http_proxy": "http://u:pw@p:3128"}, "p:3128 from http_proxy"),
+        ("http://h:9000", {"HTTP_PROXY": "p:8080", "http_proxy": "q:1"}, "q:1 from http_proxy"),
+        ("https://s3.amazonaws.com", {"http_proxy": "p:1"}, None),
+        ("https://s3.amazonaws.com", {"HTTPS_PROXY": "p:1"}, "p:1 from HTTPS_PROXY"),
+        ("http://h:9000", {"ALL_PROXY": "socks5://p:1080"}, "p:1080 from ALL_PROXY"),
+        ("http://h:9000", {"http_proxy": "p:1", "no_proxy": "h"}, None),
+        ("http://h.corp:9000", {"http_proxy": "p:1", "NO_PROXY": ".corp"}, None),
+        ("http://h:9000", {"http_proxy": ""}, None),
+    ],
+)
+def test_a_connection_error_through_a_proxy_names_it(
+    endpoint: str, environ: dict[str, str], hint: str | None
+) -> None:
+    found = proxy_hint(endpoint, environ)
+    if hint is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert f"through the proxy {hint}; NO_PROXY=" in found
+        assert "pw" not in found

@@ -404,6 +404,33 @@ def test_closed_or_resetting_port_reads_the_same_on_both_paths(
     assert lines["boto3"].endswith(cause)
 
 
+@pytest.mark.parametrize("bypassed", [False, True])
+def test_a_proxy_from_the_environment_is_named_when_the_connection_fails(
+    spool_dir: Path, bypassed: bool
+) -> None:
+    """Both engines send requests through ``http_proxy``: the error says so (without the
+    proxy's password) and how to go around it; ``NO_PROXY`` for the host removes it."""
+    make_files(spool_dir / "new", 2)
+    before = snapshot(spool_dir / "new")
+    proxy_port, endpoint = free_port(), f"http://127.0.0.1:{free_port()}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1",
+        "http_proxy": f"http://user:s3cret@127.0.0.1:{proxy_port}",
+        "NO_PROXY": "127.0.0.1" if bypassed else "",
+    }  # fmt: skip
+    lines = {}
+    for engine in ENGINES:
+        args = [*SELECT[engine], "--endpoint-url", endpoint, str(spool_dir), "s3://bucket"]
+        lines[engine] = _one_error_line(run_cli(*args, env=env))
+
+    assert lines["obstore"] == lines["boto3"], lines
+    hint = f"(through the proxy 127.0.0.1:{proxy_port} from http_proxy; NO_PROXY=127.0.0.1"
+    assert (hint in lines["boto3"]) is not bypassed, lines["boto3"]
+    assert "connection refused" in lines["boto3"]
+    assert "s3cret" not in lines["boto3"]
+    assert snapshot(spool_dir / "new") == before
+
+
 def test_wrong_secret_is_one_line_on_both_paths(
     seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
 ) -> None:

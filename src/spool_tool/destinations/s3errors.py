@@ -10,10 +10,13 @@ knows botocore or obstore.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from spool_tool.errors import (
     FatalError,
@@ -164,6 +167,7 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
             uri=uri,
             endpoint=failure.endpoint or "(AWS)",
             cause=cause.format(timeout=failure.timeout or 0),
+            hint=proxy_hint(failure.endpoint or "https://s3.amazonaws.com", os.environ),
         )
     code = failure.code or (f"HTTP {failure.status}" if failure.status else None)
     if failure.code == "PreconditionFailed" or failure.status == 412:  # noqa: PLR2004
@@ -179,6 +183,34 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
         cause=failure.message if ours else None,
         hint=HINTS.get(failure.code or ""),
     )
+
+
+def proxy_hint(endpoint: str, environ: Mapping[str, str]) -> str | None:
+    """Both engines send requests through the proxy the environment names for the endpoint's
+    scheme (``http_proxy``/``https_proxy``, else ``all_proxy``; lower case wins over upper
+    case, as in urllib and reqwest) unless ``no_proxy`` covers its host: a connection error
+    then came from the proxy, which the message must say. Its user and password never show."""
+    import urllib.request  # noqa: PLC0415 - only on a connection error
+
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    found: dict[str, tuple[str, str]] = {}  # scheme -> (variable, value)
+    for name in sorted(environ, key=lambda n: n != n.lower()):  # lower case first
+        scheme = name.lower().removesuffix("_proxy")
+        if name.lower().endswith("_proxy") and environ[name] and scheme not in found:
+            found[scheme] = (name, environ[name])
+    chosen = found.get(parts.scheme) or found.get("all")
+    proxies = {scheme: value for scheme, (_, value) in found.items()}
+    # urllib's no_proxy rule (exact host, domain suffix, "*"), which typeshed leaves out.
+    bypass: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if chosen is None or bypass(host, proxies):
+        return None
+    name, proxy = chosen
+    shown = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    where = shown.hostname or "?"
+    if shown.port is not None:
+        where = f"{where}:{shown.port}"
+    return f"through the proxy {where} from {name}; NO_PROXY={host} goes around it"
 
 
 _REASONS = {
