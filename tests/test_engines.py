@@ -17,7 +17,7 @@ import pytest
 from spool_tool.config import Config, S3Options, parse_destination
 from spool_tool.destinations import make_destination, s3
 from spool_tool.destinations.engines import ENGINES, PutSpec, choose_engine
-from spool_tool.destinations.obstore_put import check_runtime_environment
+from spool_tool.destinations.obstore_put import OBSTORE_ONLY_VARIABLES, check_environment
 from spool_tool.errors import ConfigError
 from spool_tool.spoolfs import open_source
 from tests.helpers import get_body, run_cli
@@ -401,4 +401,72 @@ def test_a_tokio_worker_count_obstore_would_panic_on_is_one_line_and_nothing_mov
 @pytest.mark.parametrize("value", [None, "1", "4", "+2"])
 def test_a_tokio_worker_count_tokio_accepts_is_left_alone(value: str | None) -> None:
     environ = {} if value is None else {"TOKIO_WORKER_THREADS": value}
-    check_runtime_environment(environ)  # no ConfigError
+    check_environment(environ)  # no ConfigError
+
+
+# Variables obstore would obey and botocore ignores: each set to what changes a request.
+OBSTORE_ONLY_PINNED = {
+    "AWS_SKIP_SIGNATURE": "true",
+    "AWS_DISABLE_TAGGING": "true",
+    "AWS_S3_EXPRESS": "true",
+    "AWS_REQUEST_PAYER": "true",
+    "AWS_CONDITIONAL_PUT": "dynamo:no-such-table",
+    "AWS_CHECKSUM_ALGORITHM": "sha256",
+    "AWS_UNSIGNED_PAYLOAD": "false",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true",
+    "AWS_PROXY_URL": "http://127.0.0.1:9",  # a client option: the engine passes its own
+    "AWS_TIMEOUT": "1ms",
+}
+
+
+def test_aws_variables_only_obstore_reads_do_not_change_its_requests(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path
+) -> None:
+    """obstore starts its store from the environment (object_store's ``from_env``); the
+    options of the run decide the requests, as on botocore: signed, tagged, no-clobber as
+    If-None-Match, path-style, through no proxy, with the run's timeouts."""
+    (spool_dir / "new" / "a.txt").write_bytes(b"a")
+    result = run_cli(
+        "--engine", "obstore", "--tag", "team=data", "--no-clobber", "--max-attempts", "1",
+        spool_dir, f"s3://{s3_bucket}/pinned/",
+        env={**seaweed.env(), **OBSTORE_ONLY_PINNED},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    client = seaweed.client()
+    assert get_body(client, s3_bucket, "pinned/a.txt") == b"a"
+    tags = client.get_object_tagging(Bucket=s3_bucket, Key="pinned/a.txt")["TagSet"]
+    assert tags == [{"Key": "team", "Value": "data"}]
+
+
+@pytest.mark.parametrize(
+    ("name", "instead"),
+    [
+        ("AWS_ENDPOINT", "use --endpoint-url or AWS_ENDPOINT_URL"),
+        ("AWS_Token", "use AWS_SESSION_TOKEN"),
+        ("AWS_SERVER_SIDE_ENCRYPTION", "use --sse"),
+        ("AWS_SSE_KMS_KEY_ID", "use --sse-kms-key-id"),
+        ("AWS_SSE_CUSTOMER_KEY_BASE64", "use the bucket's default encryption"),
+    ],
+)
+def test_an_aws_variable_only_obstore_would_obey_is_one_line_and_nothing_moves(
+    spool_dir: Path, name: str, instead: str
+) -> None:
+    (spool_dir / "new" / "a.dat").write_bytes(b"a")
+    result = run_cli(
+        "--endpoint-url", "http://127.0.0.1:9", spool_dir, "s3://bucket",
+        env={name: "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"environment variable {name} is read by the obstore engine only" in lines[0]
+    assert instead in lines[0]
+    assert (spool_dir / "new" / "a.dat").read_bytes() == b"a"
+
+
+def test_the_readme_names_every_aws_variable_obstore_pins_or_refuses() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    refused = [name.upper() for name in OBSTORE_ONLY_VARIABLES]
+    pinned = [name for name in OBSTORE_ONLY_PINNED if name not in {"AWS_PROXY_URL", "AWS_TIMEOUT"}]
+    for name in [*refused, *pinned, "TOKIO_WORKER_THREADS"]:
+        assert f"`{name}`" in readme, name

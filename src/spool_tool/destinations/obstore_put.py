@@ -168,6 +168,7 @@ def make_store(
     if custom and _is_ip_endpoint(str(endpoint.url)):
         virtual = False
     config: S3Config = {
+        **PINNED_AGAINST_ENVIRONMENT,  # type: ignore[typeddict-item]
         "region": endpoint.region,
         "virtual_hosted_style_request": virtual,
         "checksum_algorithm": checksum_for(options.checksum, "single") or "crc64nvme",
@@ -213,20 +214,55 @@ def make_store(
 
 RUNTIME_THREADS_VARIABLE = "TOKIO_WORKER_THREADS"
 
+# obstore's S3Store starts from every AWS_* variable object_store knows
+# (``AmazonS3Builder::from_env``) before our configuration; botocore, which sends the multipart
+# uploads and HEADs, reads none of these. Where a configuration value undoes one, it is pinned
+# to what the variable's absence means (the store's config wins over the environment)...
+PINNED_AGAINST_ENVIRONMENT: dict[str, object] = {
+    "skip_signature": False,  # AWS_SKIP_SIGNATURE: unsigned requests
+    "disable_tagging": False,  # AWS_DISABLE_TAGGING: --tag silently dropped
+    "s3_express": False,  # AWS_S3_EXPRESS
+    "request_payer": False,  # AWS_REQUEST_PAYER, AWS_REQUESTER_PAYS
+    "conditional_put": "etag",  # AWS_CONDITIONAL_PUT: how --no-clobber is sent
+}
+# ...and where none can (only a value, never "unset", can be configured), it is refused.
+# Lower case, as object_store matches them (AWS_ prefix, then case-insensitive).
+OBSTORE_ONLY_VARIABLES: dict[str, str] = {
+    "aws_endpoint": "--endpoint-url or AWS_ENDPOINT_URL",
+    "aws_token": "AWS_SESSION_TOKEN",
+    "aws_server_side_encryption": "--sse",
+    "aws_sse_kms_key_id": "--sse-kms-key-id",
+    "aws_sse_bucket_key_enabled": "the bucket's default encryption",
+    "aws_sse_customer_key_base64": "the bucket's default encryption",
+}
 
-def check_runtime_environment(environ: Mapping[str, str]) -> None:
-    """obstore's async runtime (tokio) reads ``TOKIO_WORKER_THREADS`` when it starts, at the
-    first request, and panics on anything but a positive integer (an empty value included):
-    refused here, before any request, as one line (ConfigError, exit 2)."""
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """What the obstore engine cannot run with, refused before any request as one line
+    (ConfigError, exit 2):
+
+    * ``TOKIO_WORKER_THREADS``: obstore's async runtime (tokio) reads it when it starts, at
+      the first request, and panics on anything but a positive integer (empty included);
+    * an AWS_* variable obstore would obey and botocore ignore (``OBSTORE_ONLY_VARIABLES``):
+      single PUTs and multipart uploads would go out differently (another endpoint, other
+      encryption)."""
     value = environ.get(RUNTIME_THREADS_VARIABLE)
     digits = value.removeprefix("+") if value is not None else ""
-    if value is None or (digits.isascii() and digits.isdigit() and 0 < int(digits) < 2**64):
-        return  # what Rust's usize parser takes
-    raise ConfigError(
-        f"environment variable {RUNTIME_THREADS_VARIABLE}={value!r} is not a positive "
-        "integer: the obstore engine's runtime cannot start with it (unset it, or use "
-        "--engine boto3)"
-    )
+    if value is not None and not (
+        digits.isascii() and digits.isdigit() and 0 < int(digits) < 2**64  # Rust's usize
+    ):
+        raise ConfigError(
+            f"environment variable {RUNTIME_THREADS_VARIABLE}={value!r} is not a positive "
+            "integer: the obstore engine's runtime cannot start with it (unset it, or use "
+            "--engine boto3)"
+        )
+    for name in sorted(environ):
+        instead = OBSTORE_ONLY_VARIABLES.get(name.lower()) if name.startswith("AWS_") else None
+        if instead is not None:
+            raise ConfigError(
+                f"environment variable {name} is read by the obstore engine only (botocore, "
+                f"which sends multipart uploads, ignores it): use {instead}, or unset it"
+            )
 
 
 def _is_ip_endpoint(url: str) -> bool:
@@ -268,7 +304,7 @@ class ObstoreEngine:
         """The store for ``context``'s bucket, endpoint resolved as botocore would; with keys
         from the environment (``context.static``) botocore is not asked, or imported."""
         options, static = context.options, context.static
-        check_runtime_environment(os.environ)
+        check_environment(os.environ)
         try:
             settings = static if static is not None else context.boto.session
             endpoint = endpoint_without_client(settings, options, context.bucket)
