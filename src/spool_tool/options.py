@@ -16,7 +16,6 @@ A parser raises ``ValueError(reason)``; the reader of each source turns it into 
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -383,11 +382,15 @@ def from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Setting], li
 def _unknown_variable(name: str) -> str:
     # Compared without the shared prefix, which would make every name look close.
     names = {o.env.removeprefix(ENV_PREFIX): o.env for o in OPTIONS if o.in_environment}
+    import difflib  # noqa: PLC0415 - only for a misspelled variable (start-up)
+
     close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(names), n=1)
     hint = f"; did you mean {names[close[0]]}?" if close else ""
     return f"unknown environment variable {name} ignored{hint}"
 
 
 def suggest_key(key: str, keys: Iterable[str]) -> str:
+    import difflib  # noqa: PLC0415 - only for a misspelled key (start-up)
+
     close = difflib.get_close_matches(key, list(keys), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
