@@ -109,6 +109,7 @@ def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         ({"AWS_SECURITY_TOKEN": "OLD", "AWS_SESSION_TOKEN": "NEW"}, S3Options(region="us-east-1")),
         ({"AWS_CONFIG_FILE": os.devnull}, S3Options(region="us-east-1")),
         ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9002"}, S3Options()),
+        ({"AWS_CA_BUNDLE": "/etc/ssl/private-ca.pem"}, S3Options(region="us-east-1")),
     ],
 )
 def test_environment_keys_agree_with_botocore(
@@ -131,6 +132,7 @@ def test_environment_keys_agree_with_botocore(
         frozen.token,
     )
     assert static.region == session.get_config_variable("region")
+    assert static.get_config_variable("ca_bundle") == session.get_config_variable("ca_bundle")
     assert endpoint_without_client(static, options, "bucket") == endpoint_without_client(
         session, options, "bucket"
     )

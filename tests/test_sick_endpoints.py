@@ -36,6 +36,7 @@ from tests.conftest import LIMITED_ACCESS_KEY, LIMITED_SECRET_KEY
 from tests.faults.endpoints import SickEndpoint
 from tests.faults.proxy import FaultProxy, FaultRule
 from tests.faults.runs import MiB, big_file, make_config
+from tests.faults.tls import TlsFront
 from tests.helpers import (
     SPOOL_TOOL,
     Daemon,
@@ -429,6 +430,68 @@ def test_a_proxy_from_the_environment_is_named_when_the_connection_fails(
     assert "connection refused" in lines["boto3"]
     assert "s3cret" not in lines["boto3"]
     assert snapshot(spool_dir / "new") == before
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_private_ca_named_by_aws_ca_bundle_is_trusted_by_both_paths(
+    seaweed: SeaweedServer, s3_bucket: str, spool_dir: Path, tmp_path: Path, engine: str
+) -> None:
+    """An HTTPS endpoint whose certificate a private CA signed (MinIO behind an internal CA):
+    ``AWS_CA_BUNDLE`` makes botocore trust it, and the obstore engine must too, or every small
+    file fails while multipart uploads (botocore) succeed."""
+    small = b"small"
+    large = os.urandom(6 * MiB)
+    (spool_dir / "new" / "small.txt").write_bytes(small)
+    (spool_dir / "new" / "large.bin").write_bytes(large)
+    with TlsFront(seaweed.endpoint_url, tmp_path) as front:
+        env = {
+            **seaweed.env(), "AWS_ENDPOINT_URL": front.url, "AWS_ENDPOINT_URL_S3": front.url,
+            "AWS_CA_BUNDLE": str(front.ca),
+        }  # fmt: skip
+        result = run_cli(
+            *SELECT[engine], "--multipart-threshold", "5MiB", "--part-size", "5MiB",
+            spool_dir, f"s3://{s3_bucket}/tls/", env=env,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    client = seaweed.client()
+    assert get_body(client, s3_bucket, "tls/small.txt") == small
+    assert get_body(client, s3_bucket, "tls/large.bin") == large
+
+
+def test_an_untrusted_certificate_is_the_same_line_on_both_paths(
+    seaweed: SeaweedServer, spool_dir: Path, tmp_path: Path
+) -> None:
+    make_files(spool_dir / "new", 2)
+    before = snapshot(spool_dir / "new")
+    lines = {}
+    with TlsFront(seaweed.endpoint_url, tmp_path) as front:
+        env = {**seaweed.env(), "AWS_ENDPOINT_URL": front.url, "AWS_ENDPOINT_URL_S3": front.url}
+        for engine in ENGINES:
+            result = run_cli(*SELECT[engine], spool_dir, "s3://bucket", env=env)
+            lines[engine] = _one_error_line(result)
+
+    assert lines["obstore"] == lines["boto3"], lines
+    assert (
+        f"cannot reach the S3 endpoint {front.url}: its TLS certificate is not trusted"
+        in (lines["boto3"])
+    )
+    assert "(AWS_CA_BUNDLE, or ca_bundle in the profile, names" in lines["boto3"]
+    assert snapshot(spool_dir / "new") == before
+
+
+def test_a_ca_bundle_that_cannot_be_read_is_a_usage_error(spool_dir: Path) -> None:
+    (spool_dir / "new" / "a.dat").write_bytes(b"a")
+    env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1"}
+    result = run_cli(
+        "--endpoint-url", "https://127.0.0.1:9", spool_dir, "s3://bucket",
+        env={**env, "AWS_CA_BUNDLE": "/nonexistent/ca.pem"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    message = "cannot read the CA bundle /nonexistent/ca.pem: No such file or directory"
+    assert result.stderr.strip().splitlines() == [
+        f"spool_tool: error: {message} (see spool_tool --help)"
+    ]
+    assert (spool_dir / "new" / "a.dat").exists()
 
 
 def test_wrong_secret_is_one_line_on_both_paths(

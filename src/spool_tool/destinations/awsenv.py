@@ -35,12 +35,13 @@ class StaticAws:
     secret_key: str
     token: str | None
     region: str | None
+    ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA file TLS trusts (botocore's ca_bundle)
 
     def get_scoped_config(self) -> dict[str, Any]:
         return {}  # no AWS config file (or an empty one): no profile settings
 
     def get_config_variable(self, name: str) -> Any:
-        return self.region if name == "region" else None
+        return {"region": self.region, "ca_bundle": self.ca_bundle}.get(name)
 
 
 def static_aws(options: S3Options, env: Mapping[str, str] = os.environ) -> StaticAws | None:
@@ -53,7 +54,9 @@ def static_aws(options: S3Options, env: Mapping[str, str] = os.environ) -> Stati
         return None
     token = next((env[name] for name in _TOKENS if name in env), None)
     region = options.region or env.get("AWS_DEFAULT_REGION") or None
-    return StaticAws(access_key, secret_key, token or None, region)
+    return StaticAws(
+        access_key, secret_key, token or None, region, env.get("AWS_CA_BUNDLE") or None
+    )
 
 
 def _config_files(env: Mapping[str, str]) -> tuple[str, str]:

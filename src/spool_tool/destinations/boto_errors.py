@@ -17,6 +17,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProxyConnectionError,
     ReadTimeoutError,
+    SSLError,
     TokenRetrievalError,
 )
 
@@ -55,6 +56,8 @@ def failure_of(exc: BaseException, ctx: BotoContext) -> S3Failure | None:
 
 
 def _transport(exc: BaseException) -> Transport | None:
+    if isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "tls"  # as obstore's InvalidCertificate: the CA is not trusted
     if isinstance(exc, ConnectTimeoutError):
         return "connect_timeout"
     if isinstance(exc, ReadTimeoutError):

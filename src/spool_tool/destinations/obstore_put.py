@@ -155,9 +155,12 @@ def make_store(
     endpoint: Endpoint,
     bucket: str,
     options: S3Options,
+    ca_bundle: str | None = None,
 ) -> S3Store:
     """The store; keys from the environment go into its configuration (no Python call per
-    request), anything else through ``BotoCredentials``, which follows refreshes."""
+    request), anything else through ``BotoCredentials``, which follows refreshes.
+    ``ca_bundle``: botocore's (``AWS_CA_BUNDLE``, a profile's ``ca_bundle``), whose CAs TLS
+    then trusts too, as botocore's requests do (a private CA in front of MinIO)."""
     from obstore.store import S3Store  # noqa: PLC0415 - optional fast path
 
     custom = endpoint.url is not None
@@ -193,6 +196,8 @@ def make_store(
     }
     if (endpoint.url or "").startswith("http://"):
         client_options["allow_http"] = True
+    if ca_bundle is not None:
+        client_options["root_certificate"] = read_ca_bundle(ca_bundle)
     # Retries are the destination's (gated.py: seen, paced by the gate, bounded): none here.
     retry_config: RetryConfig = {"max_retries": 0}
     if isinstance(credentials, StaticAws):
@@ -265,6 +270,15 @@ def check_environment(environ: Mapping[str, str]) -> None:
             )
 
 
+def read_ca_bundle(path: str) -> str:
+    """The PEM text of botocore's CA bundle file (ConfigError when it cannot be read)."""
+    try:
+        with open(os.path.expanduser(path), encoding="ascii", errors="replace") as file:
+            return file.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA bundle {path}: {exc.strerror}") from exc
+
+
 def _is_ip_endpoint(url: str) -> bool:
     try:
         ipaddress.ip_address(urlsplit(url).hostname or "")
@@ -311,7 +325,8 @@ class ObstoreEngine:
             if endpoint is None:
                 endpoint = endpoint_from_client(context.boto.client)
             credentials = static if static is not None else context.boto.session
-            store = make_store(credentials, endpoint, context.bucket, options)
+            ca_bundle = settings.get_config_variable("ca_bundle")
+            store = make_store(credentials, endpoint, context.bucket, options, ca_bundle)
         except SpoolToolError:
             raise
         except Exception as exc:
@@ -450,6 +465,8 @@ def _transport(text: str) -> Transport | None:
     kind = m.group(1) if (m := _HTTP_KIND.search(text)) else None
     if kind is None:
         return None
+    if "InvalidCertificate" in text:  # rustls: UnknownIssuer, NotValidForName, Expired...
+        return "tls"
     if "kind: ConnectionReset" in text or "kind: BrokenPipe" in text:
         return "reset"  # even while connecting: the peer accepted, then reset
     if kind == "Connect":

@@ -34,7 +34,7 @@ Outcome = Literal["retry", "skip", "stop"]
 """``retry``: the file stays and a later run retries it (RetryableError); ``skip``: this file
 cannot be shipped now (FileError); ``stop``: no file of this run can succeed (FatalError)."""
 
-Transport = Literal["refused", "connect", "connect_timeout", "reset", "read_timeout"]
+Transport = Literal["refused", "connect", "connect_timeout", "tls", "reset", "read_timeout"]
 """What went wrong on the connection when no S3 answer came back."""
 
 
@@ -102,6 +102,7 @@ _TRANSPORT: dict[Transport, tuple[str, str, Outcome]] = {
     "refused": (_UNREACHABLE, "connection refused", "stop"),
     "connect": (_UNREACHABLE, "cannot connect", "stop"),
     "connect_timeout": (_UNREACHABLE, "connect timeout of {timeout:g} s", "stop"),
+    "tls": (_UNREACHABLE, "its TLS certificate is not trusted", "stop"),
     "reset": ("lost the connection to the S3 endpoint", "connection reset", "retry"),
     "read_timeout": ("no answer from the S3 endpoint", "read timeout of {timeout:g} s", "retry"),
 }
@@ -167,7 +168,9 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
             uri=uri,
             endpoint=failure.endpoint or "(AWS)",
             cause=cause.format(timeout=failure.timeout or 0),
-            hint=proxy_hint(failure.endpoint or "https://s3.amazonaws.com", os.environ),
+            hint=_TLS_HINT
+            if failure.transport == "tls"
+            else proxy_hint(failure.endpoint or "https://s3.amazonaws.com", os.environ),
         )
     code = failure.code or (f"HTTP {failure.status}" if failure.status else None)
     if failure.code == "PreconditionFailed" or failure.status == 412:  # noqa: PLR2004
@@ -183,6 +186,9 @@ def _error(failure: S3Failure, uri: str, decided: Outcome) -> SpoolToolError:
         cause=failure.message if ours else None,
         hint=HINTS.get(failure.code or ""),
     )
+
+
+_TLS_HINT = "AWS_CA_BUNDLE, or ca_bundle in the profile, names the file of CAs to trust"
 
 
 def proxy_hint(endpoint: str, environ: Mapping[str, str]) -> str | None:
