@@ -17,6 +17,7 @@ from spool_tool.destinations.obstore_put import (
     endpoint_without_client,
 )
 from spool_tool.destinations.s3 import make_client, make_session
+from tests.helpers import run_cli
 
 
 def both(options: S3Options, bucket: str = "bucket") -> tuple[Endpoint | None, Endpoint]:
@@ -185,3 +186,50 @@ def test_fast_path_start_imports_no_botocore(no_aws_files: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_with_nothing_to_upload_never_imports_obstore(
+    no_aws_files: Path, tmp_path: Path
+) -> None:
+    """The destination is set up (its configuration checked) but obstore's store is built at
+    the first request: an empty spool sends none, and importing obstore and building its
+    client cost ~20 ms of a run that should take <= 0.15 s (issue 10)."""
+    spool = tmp_path / "spool"
+    (spool / "new").mkdir(parents=True)
+    code = (
+        "import sys\n"
+        "from spool_tool.__main__ import entry\n"
+        f"sys.argv = ['spool_tool', '-q', '--endpoint-url', 'http://127.0.0.1:9', {str(spool)!r},"
+        " 's3://bucket/p/']\n"
+        "try:\n"
+        "    entry()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('obstore', 'botocore'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_configuration_obstore_refuses_is_a_usage_error_at_the_first_request(
+    no_aws_files: Path, tmp_path: Path
+) -> None:
+    """The store is built at the pre-flight: what obstore refuses then (here a CA bundle that
+    is no PEM) is still one usage line, before any file is claimed or moved."""
+    spool = tmp_path / "spool"
+    (spool / "new").mkdir(parents=True)
+    (spool / "new" / "a.dat").write_bytes(b"a")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    result = run_cli(
+        "--endpoint-url", "https://127.0.0.1:9", spool, "s3://bucket",
+        env={"AWS_CA_BUNDLE": str(bundle)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot configure the S3 client" in lines[0]
+    assert (spool / "new" / "a.dat").read_bytes() == b"a"
+    assert not (spool / "completed" / "a.dat").exists()

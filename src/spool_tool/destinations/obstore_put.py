@@ -19,11 +19,13 @@ Safety notes, measured on obstore 0.12.1:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -155,12 +157,13 @@ def make_store(
     endpoint: Endpoint,
     bucket: str,
     options: S3Options,
-    ca_bundle: str | None = None,
+    trusted_pem: str | None = None,
 ) -> S3Store:
     """The store; keys from the environment go into its configuration (no Python call per
     request), anything else through ``BotoCredentials``, which follows refreshes.
-    ``ca_bundle``: botocore's (``AWS_CA_BUNDLE``, a profile's ``ca_bundle``), whose CAs TLS
-    then trusts too, as botocore's requests do (a private CA in front of MinIO)."""
+    ``trusted_pem``: the CAs of botocore's bundle (``AWS_CA_BUNDLE``, a profile's
+    ``ca_bundle``; ``read_ca_bundle``), which TLS then trusts too, as botocore's requests do
+    (a private CA in front of MinIO)."""
     from obstore.store import S3Store  # noqa: PLC0415 - optional fast path
 
     custom = endpoint.url is not None
@@ -196,8 +199,8 @@ def make_store(
     }
     if (endpoint.url or "").startswith("http://"):
         client_options["allow_http"] = True
-    if ca_bundle is not None:
-        client_options["root_certificate"] = read_ca_bundle(ca_bundle)
+    if trusted_pem is not None:
+        client_options["root_certificate"] = trusted_pem
     # Retries are the destination's (gated.py: seen, paced by the gate, bounded): none here.
     retry_config: RetryConfig = {"max_retries": 0}
     if isinstance(credentials, StaticAws):
@@ -304,9 +307,18 @@ class ObstoreEngine:
     name = "obstore"
 
     def __init__(
-        self, store: S3Store, endpoint: Endpoint, options: S3Options, requests: GatedRequests
+        self,
+        make: Callable[[], S3Store],
+        endpoint: Endpoint,
+        options: S3Options,
+        requests: GatedRequests,
     ) -> None:
-        self.store = store
+        """``make`` builds the store, at the first request: importing obstore and building
+        its client (the system's root certificates) cost ~20 ms, which a run with nothing to
+        upload never needs (issue 10: <= 0.15 s)."""
+        self._make = make
+        self._store: S3Store | None = None
+        self._store_lock = threading.Lock()
         self.requests = requests
         self.endpoint = endpoint.url or f"https://s3.{endpoint.region}.amazonaws.com"
         self.options = options
@@ -326,16 +338,32 @@ class ObstoreEngine:
                 endpoint = endpoint_from_client(context.boto.client)
             credentials = static if static is not None else context.boto.session
             ca_bundle = settings.get_config_variable("ca_bundle")
-            store = make_store(credentials, endpoint, context.bucket, options, ca_bundle)
         except SpoolToolError:
             raise
         except Exception as exc:
             raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
-        except BaseException as exc:
-            if not is_panic(exc):
-                raise
-            raise ConfigError(f"cannot configure the S3 client: {first_line(exc)}") from exc
-        return cls(store, endpoint, options, context.requests)
+        pem = None if ca_bundle is None else read_ca_bundle(ca_bundle)
+        make = functools.partial(make_store, credentials, endpoint, context.bucket, options, pem)
+        return cls(make, endpoint, options, context.requests)
+
+    @property
+    def store(self) -> S3Store:
+        """The store, built at the first request (the pre-flight, before any file is
+        claimed): what obstore refuses in its configuration is a usage error then."""
+        with self._store_lock:
+            if self._store is None:
+                try:
+                    self._store = self._make()
+                except SpoolToolError:
+                    raise
+                except Exception as exc:
+                    raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+                except BaseException as exc:
+                    if not is_panic(exc):
+                        raise
+                    message = f"cannot configure the S3 client: {first_line(exc)}"
+                    raise ConfigError(message) from exc
+            return self._store
 
     def put(self, data: bytes, spec: PutSpec) -> Confirmed:
         import obstore  # noqa: PLC0415
@@ -346,10 +374,11 @@ class ObstoreEngine:
             attributes["Content-Type"] = spec.content_type
         if spec.content_encoding:
             attributes["Content-Encoding"] = spec.content_encoding
+        store = self.store  # its ConfigError as it is, not as a failed request
 
         def send() -> PutResult:
             return obstore.put(
-                self.store,
+                store,
                 spec.key,
                 data,
                 use_multipart=False,
@@ -384,9 +413,10 @@ class ObstoreEngine:
         ``s3errors.classify_preflight``, as on the boto3 path)."""
         import obstore  # noqa: PLC0415
 
+        store = self.store  # a configuration obstore refuses: a usage error, before any file
         try:
             self.requests.call(
-                lambda: obstore.get(self.store, f".spool_tool-preflight/{uuid.uuid4()}"),
+                lambda: obstore.get(store, f".spool_tool-preflight/{uuid.uuid4()}"),
                 self.failure_of,
             )
         except Exception as exc:
