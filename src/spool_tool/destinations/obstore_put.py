@@ -350,6 +350,8 @@ class ObstoreEngine:
     def store(self) -> S3Store:
         """The store, built at the first request (the pre-flight, before any file is
         claimed): what obstore refuses in its configuration is a usage error then."""
+        if self._store is not None:
+            return self._store  # every PUT after the first: no lock
         with self._store_lock:
             if self._store is None:
                 try:
