@@ -470,3 +470,21 @@ def test_the_readme_names_every_aws_variable_obstore_pins_or_refuses() -> None:
     pinned = [name for name in OBSTORE_ONLY_PINNED if name not in {"AWS_PROXY_URL", "AWS_TIMEOUT"}]
     for name in [*refused, *pinned, "TOKIO_WORKER_THREADS"]:
         assert f"`{name}`" in readme, name
+
+
+def test_an_endpoint_botocore_is_told_to_ignore_is_refused_on_the_obstore_engine(
+    spool_dir: Path,
+) -> None:
+    """``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``: botocore (multipart uploads) sends to
+    AWS, obstore's store would still read ``AWS_ENDPOINT_URL`` and send single PUTs there."""
+    (spool_dir / "new" / "a.dat").write_bytes(b"a")
+    env = {
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+    }  # fmt: skip
+    result = run_cli(spool_dir, "s3://bucket", env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "environment variable AWS_ENDPOINT_URL is ignored by botocore" in lines[0]
+    assert (spool_dir / "new" / "a.dat").read_bytes() == b"a"

@@ -273,6 +273,23 @@ def check_environment(environ: Mapping[str, str]) -> None:
             )
 
 
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def check_no_ignored_endpoint(environ: Mapping[str, str]) -> None:
+    """For a run that sends to AWS's own endpoint: ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``
+    makes botocore ignore ``AWS_ENDPOINT_URL(_S3)``, but obstore's store would still read it
+    (no configuration value unsets an endpoint) and send the single PUTs elsewhere than the
+    multipart uploads: refused as one line (ConfigError, exit 2)."""
+    for name in _ENDPOINT_VARIABLES:
+        if environ.get(name):
+            raise ConfigError(
+                f"environment variable {name} is ignored by botocore "
+                "(AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true) but not by the obstore engine: "
+                "unset one of them, or name the endpoint with --endpoint-url"
+            )
+
+
 def read_ca_bundle(path: str) -> str:
     """The PEM text of botocore's CA bundle file (ConfigError when it cannot be read)."""
     try:
@@ -342,6 +359,8 @@ class ObstoreEngine:
             raise
         except Exception as exc:
             raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+        if endpoint.url is None:
+            check_no_ignored_endpoint(os.environ)
         pem = None if ca_bundle is None else read_ca_bundle(ca_bundle)
         make = functools.partial(make_store, credentials, endpoint, context.bucket, options, pem)
         return cls(make, endpoint, options, context.requests)
