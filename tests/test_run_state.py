@@ -10,12 +10,14 @@ import pty
 import select
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, cast
 
 import pytest
 
+from spool_tool.config import Config, parse_destination
 from spool_tool.events import (
     BytesSent,
     DaemonIdle,
@@ -26,7 +28,9 @@ from spool_tool.events import (
     Summary,
 )
 from spool_tool.journal import Journal
+from spool_tool.keys import KeyTemplate
 from spool_tool.observe.progress import SHOW_CURSOR, ProgressDisplay
+from spool_tool.run import run
 from spool_tool.watch import HEARTBEAT_SECONDS, _heartbeat
 from tests.faults.endpoints import SickEndpoint
 from tests.helpers import SPOOL_TOOL, Daemon, make_files, run_cli
@@ -394,3 +398,32 @@ def test_a_one_shot_run_leaves_no_signal_handler_behind_even_when_setup_fails(
         run(config, destination_factory=refuse)  # type: ignore[arg-type]
     assert {s: signal.getsignal(s) for s in before} == before
     assert signal.set_wakeup_fd(-1) == -1  # none was left installed
+
+
+@pytest.mark.parametrize(("files", "workers"), [(3, 3), (300, 64)])
+def test_a_run_of_a_few_files_starts_as_many_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int, workers: int
+) -> None:
+    """Each ``Thread.start`` waits for its thread: a cron run of 3 files starts 3 workers, not
+    ``--concurrency``; a spool of more than one claim batch (256) gets all of them."""
+    spool = tmp_path / "spool"
+    make_files(spool / "new", files)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def recording_start(self: threading.Thread) -> None:
+        if self.name.startswith("ship-"):
+            started.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    config = Config(
+        spool_dirs=(spool,),
+        destination=parse_destination("noop"),
+        template=KeyTemplate.parse("{fname}"),
+        concurrency=64,
+    )
+    summary = run(config)
+    assert summary.uploaded == files
+    assert len(started) == workers
+    assert len(list((spool / "completed").iterdir())) == files

@@ -3,8 +3,9 @@
 A file leaves ``new/`` only after the destination confirmed the complete object and the file
 was re-checked unchanged (dev, inode, size, mtime) by descriptor and by name.
 
-Threads, not asyncio tasks, carry the files: ``--concurrency`` workers each take the next
-file from one shared stream (scan -> claim in batches, one batch ahead: ``ClaimFeed``) and do
+Threads, not asyncio tasks, carry the files: ``--concurrency`` workers (as many as there are
+files when all of them fit in the first claim batch) each take the next file from one shared
+stream (scan -> claim in batches, one batch ahead: ``ClaimFeed``) and do
 the whole per-file job (open, upload, re-check, move) with blocking calls that release the GIL.
 There is no coordinator to hand files over, so a file costs no thread wake-ups of its own;
 the files in flight are bounded by the number of workers, and the scan advances only as they
@@ -123,6 +124,9 @@ class SpoolUploader:
         self._recovered = frozenset(self._orphans)
         self._in_flight: dict[Inode, str] = {}  # inode -> relpath, claimed and not finished
         self._scanned_all = False
+        # Files the first claimed batch holds when it is the only one (the scan ended within
+        # it), else CLAIM_BATCH: a run of a few files starts only as many workers.
+        self._first_batch: int | None = None
 
     # -- the phase --------------------------------------------------------------------------
 
@@ -138,13 +142,18 @@ class SpoolUploader:
                 with self.state.shipping():
                     self._ship(*item)
 
-        workers = [
-            threading.Thread(target=work, name=f"ship-{i}", daemon=True)
-            for i in range(self.config.concurrency)
-        ]
+        workers: list[threading.Thread] = []
         try:
             feed.start()
-            for worker in workers:
+            feed.wait_for_first()  # its claims committed (or none will come)
+            # Each Thread.start waits for its thread (~0.25 ms): 64 of them are ~10% of a
+            # cron run of a few files.
+            wanted = self.config.concurrency
+            if self._first_batch is not None:
+                wanted = max(1, min(wanted, self._first_batch))
+            for i in range(wanted):
+                worker = threading.Thread(target=work, name=f"ship-{i}", daemon=True)
+                workers.append(worker)
                 worker.start()
             for worker in workers:
                 worker.join()
@@ -167,7 +176,10 @@ class SpoolUploader:
         for batch in batched(candidates, CLAIM_BATCH):
             if self.state.stopping:
                 return
-            yield self._claim(batch)
+            ready = self._claim(batch)
+            if self._first_batch is None:  # a short batch is the last one (``batched``)
+                self._first_batch = len(ready) if len(batch) < CLAIM_BATCH else CLAIM_BATCH
+            yield ready
         self._scanned_all = True
 
     def _claim(self, batch: tuple[Candidate, ...]) -> list[tuple[Candidate, Claim]]:
@@ -521,6 +533,12 @@ class ClaimFeed:
             with self._cond:
                 self._exhausted = True
                 self._cond.notify_all()
+
+    def wait_for_first(self) -> None:
+        """Until the first batch is committed, or claiming ended without one (bounded by the
+        scan and one transaction, like every worker's first ``take``)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._next is not None or self._exhausted)
 
     def take(self) -> tuple[Candidate, Claim] | None:
         """The next claimed file; None when there is none left (or claiming failed)."""
