@@ -5,8 +5,8 @@ was re-checked unchanged (dev, inode, size, mtime) by descriptor and by name.
 
 Threads, not asyncio tasks, carry the files: ``--concurrency`` workers (as many as there are
 files when all of them fit in the first claim batch) each take the next file from one shared
-stream (scan -> claim in batches, one batch ahead: ``ClaimFeed``) and do
-the whole per-file job (open, upload, re-check, move) with blocking calls that release the GIL.
+stream (scan -> claim in batches, one batch ahead: ``ClaimFeed``) and do the whole per-file
+job (open, upload, re-check, move) with blocking calls that release the GIL.
 There is no coordinator to hand files over, so a file costs no thread wake-ups of its own;
 the files in flight are bounded by the number of workers, and the scan advances only as they
 take files (backpressure). Measured against an asyncio task per file with a thread hop for each
@@ -148,9 +148,8 @@ class SpoolUploader:
             feed.wait_for_first()  # its claims committed (or none will come)
             # Each Thread.start waits for its thread (~0.25 ms): 64 of them are ~10% of a
             # cron run of a few files.
-            wanted = self.config.concurrency
-            if self._first_batch is not None:
-                wanted = max(1, min(wanted, self._first_batch))
+            first = self._first_batch  # None: claiming ended before a batch
+            wanted = max(1, min(self.config.concurrency, 0 if first is None else first))
             for i in range(wanted):
                 worker = threading.Thread(target=work, name=f"ship-{i}", daemon=True)
                 workers.append(worker)

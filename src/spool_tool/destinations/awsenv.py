@@ -78,7 +78,7 @@ def _empty(path: str) -> bool:
 
 
 # The variables that name a custom S3 endpoint, in botocore's order (the S3 one wins).
-_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # botocore's order
 
 
 def configured_endpoint(options: S3Options, env: Mapping[str, str] = os.environ) -> str | None:
@@ -90,7 +90,7 @@ def configured_endpoint(options: S3Options, env: Mapping[str, str] = os.environ)
         return options.endpoint_url
     if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
         return None
-    for name in _ENDPOINT_VARIABLES:
+    for name in ENDPOINT_VARIABLES:
         if env.get(name):
             return str(parse_setting(BY_NAME["endpoint_url"], env[name], name).value)
     return None

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from spool_tool.destinations.awsenv import StaticAws, configured_endpoint
+from spool_tool.destinations.awsenv import ENDPOINT_VARIABLES, StaticAws, configured_endpoint
 from spool_tool.destinations.engines import Confirmed, PutSpec, body_checksum, checksum_for
 from spool_tool.destinations.s3errors import (
     S3Failure,
@@ -273,15 +273,12 @@ def check_environment(environ: Mapping[str, str]) -> None:
             )
 
 
-_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-
-
 def check_no_ignored_endpoint(environ: Mapping[str, str]) -> None:
     """For a run that sends to AWS's own endpoint: ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``
     makes botocore ignore ``AWS_ENDPOINT_URL(_S3)``, but obstore's store would still read it
     (no configuration value unsets an endpoint) and send the single PUTs elsewhere than the
     multipart uploads: refused as one line (ConfigError, exit 2)."""
-    for name in _ENDPOINT_VARIABLES:
+    for name in ENDPOINT_VARIABLES:
         if environ.get(name):
             raise ConfigError(
                 f"environment variable {name} is ignored by botocore "
