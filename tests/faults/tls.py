@@ -10,7 +10,7 @@ import ipaddress
 import socket
 import ssl
 import threading
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.faults.endpoints import LocalListener
+
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
 
 
 def _name(common: str) -> x509.Name:
@@ -88,31 +89,23 @@ def make_ca_and_leaf(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, leaf_path, key_path
 
 
-class TlsFront:
+class TlsFront(LocalListener):
     """``https://127.0.0.1:PORT`` relaying to ``upstream`` (``http://HOST:PORT``); ``ca`` is
     the PEM file of the CA that signed its certificate."""
 
+    thread_name = "tls-front"
+
     def __init__(self, upstream: str, directory: Path) -> None:
+        super().__init__()
         parts = urlsplit(upstream)
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.ca, leaf, key = make_ca_and_leaf(directory)
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(leaf, key)
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self._listener.settimeout(0.1)
-        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="tls-front", daemon=True)
+        self.url = f"https://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+    def on_connection(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
 
     def _relay(self, conn: socket.socket) -> None:
         conn.settimeout(30)
@@ -126,20 +119,6 @@ class TlsFront:
         pump.start()
         _pipe(tls, upstream)
         pump.join(timeout=30)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._listener.close()
-        self._thread.join(timeout=5)
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
